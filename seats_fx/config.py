@@ -1,0 +1,140 @@
+"""SeatsConfig: every SEATS knob in one frozen, validated, hashable dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+
+def _fail(name: str, allowed: str, value: Any) -> None:
+    raise ValueError(f"SeatsConfig.{name} must be {allowed}, got {value!r}")
+
+
+def _check_ratio(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 < float(value) <= 1.0):
+        _fail(name, "a number in (0, 1]", value)
+
+
+def _check_positive_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value) > 0.0:
+        _fail(name, "a number > 0", value)
+
+
+def _check_layer_list(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        _fail(name, "None or a tuple of ints (1-based decoder layer numbers)", value)
+    if any(v < 1 for v in value):
+        _fail(name, "layer numbers >= 1 (1-based)", value)
+    if list(value) != sorted(set(value)):
+        _fail(name, "strictly increasing layer numbers", value)
+
+
+@dataclass(frozen=True)
+class SeatsConfig:
+    """Knobs of SEATS (see README "Options"). Ratios are fractions of a modality's tokens.
+
+    `video_retention` / `audio_retention`: fraction of that modality's tokens the LLM processes,
+    averaged over all decoder layers (layers after the late-block cut count as 0). Default 0.1 each.
+    `retention`, when given, sets both (the paper's R=10% pair is video 0.06 / audio 0.35).
+    """
+
+    video_retention: float = 0.1
+    audio_retention: float = 0.1
+    retention: float | None = None
+    # stage 1 keeps retention * encoder_ratio_scale of each modality (capped at 1)
+    encoder_ratio_scale: float = 1.4
+    # 1-based decoder layers after which stage 2 drops tokens; None = the family default scaled by depth
+    progressive_drop_layers: tuple[int, ...] | None = None
+    # 1-based layer from which only text is processed (non-text leaves after layer late_block_layer - 1);
+    # None = the family default scaled by depth
+    late_block_layer: int | None = None
+    # softmax temperature of the inter-window allocation
+    window_temperature: float = 0.1
+    # growth of the per-step drop amounts: step i drops proportionally to drop_growth ** i
+    drop_growth: float = 2.718281828459045
+    # temporal window: video grids per window, seconds of audio per window
+    grid_in_window: int = 2
+    sec_in_audio_window: float = 2.0
+    # stage switches (baselines and ablations are configurations of the same passes)
+    stage1: bool = True
+    stage2: bool = True
+    stage3: bool = True
+    # raise instead of falling back to the unpruned graph when a model or graph is not understood
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        if self.retention is not None:
+            _check_ratio("retention", self.retention)
+            object.__setattr__(self, "video_retention", float(self.retention))
+            object.__setattr__(self, "audio_retention", float(self.retention))
+        _check_ratio("video_retention", self.video_retention)
+        _check_ratio("audio_retention", self.audio_retention)
+        if isinstance(self.encoder_ratio_scale, bool) or not isinstance(self.encoder_ratio_scale, (int, float)) \
+                or not 1.0 <= float(self.encoder_ratio_scale) <= 100.0:
+            _fail("encoder_ratio_scale", "a number in [1, 100]", self.encoder_ratio_scale)
+        if isinstance(self.progressive_drop_layers, list):
+            object.__setattr__(self, "progressive_drop_layers", tuple(self.progressive_drop_layers))
+        _check_layer_list("progressive_drop_layers", self.progressive_drop_layers)
+        if self.late_block_layer is not None and (
+            isinstance(self.late_block_layer, bool) or not isinstance(self.late_block_layer, int)
+            or self.late_block_layer < 2
+        ):
+            _fail("late_block_layer", "None or an int >= 2 (1-based layer number)", self.late_block_layer)
+        if (self.late_block_layer is not None and self.progressive_drop_layers
+                and self.progressive_drop_layers[-1] >= self.late_block_layer):
+            _fail("progressive_drop_layers", f"layers before late_block_layer={self.late_block_layer}",
+                  self.progressive_drop_layers)
+        _check_positive_number("window_temperature", self.window_temperature)
+        if isinstance(self.drop_growth, bool) or not isinstance(self.drop_growth, (int, float)) \
+                or not 1.0 <= float(self.drop_growth) <= 100.0:
+            _fail("drop_growth", "a number in [1, 100]", self.drop_growth)
+        if isinstance(self.grid_in_window, bool) or not isinstance(self.grid_in_window, int) \
+                or self.grid_in_window < 1:
+            _fail("grid_in_window", "an int >= 1", self.grid_in_window)
+        _check_positive_number("sec_in_audio_window", self.sec_in_audio_window)
+        for name in ("stage1", "stage2", "stage3", "strict"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, "a bool", getattr(self, name))
+
+    @property
+    def encoder_ratio(self) -> dict[str, float]:
+        """Stage-1 keep ratio per modality ("video", "audio")."""
+        scale = self.encoder_ratio_scale
+        return {
+            "video": min(1.0, self.video_retention * scale) if self.stage1 else 1.0,
+            "audio": min(1.0, self.audio_retention * scale) if self.stage1 else 1.0,
+        }
+
+    @property
+    def keeps_everything(self) -> bool:
+        """True when no stage can drop a token."""
+        return (self.video_retention == 1.0 and self.audio_retention == 1.0) and not self.stage3
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None) -> "SeatsConfig":
+        """Returns a config built from a `torch.compile(options=...)` dict; unknown keys are an error."""
+        if options is None:
+            return cls()
+        if isinstance(options, SeatsConfig):
+            return options
+        if not isinstance(options, Mapping):
+            raise ValueError(f"seats options must be a dict or SeatsConfig, got {type(options).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown seats option(s) {unknown}; known options: {sorted(known)}")
+        return cls(**dict(options))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the fields as plain JSON-able values."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    def stable_hash(self) -> str:
+        """Returns a hex digest that depends only on field values (stable across processes)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=repr).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,52 @@
+"""Stage-1 selection: attention-weighted greedy max-min diversity inside equal-sized token groups."""
+
+from __future__ import annotations
+
+import torch
+
+
+def weighted_cosine_distance(embeds: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Returns D[g, s, c] = (1 - cos(x_s, x_c)) * a_c for groups of tokens.
+
+    embeds: (G, n, d); weights: (G, n) attention each token receives. Column c (the candidate) is scaled
+    by its own weight, so tokens the encoder attends to are preferred among equally novel ones.
+    """
+    unit = torch.nn.functional.normalize(embeds.float(), dim=-1)
+    cosine = unit @ unit.transpose(1, 2)
+    return (1.0 - cosine).clamp_min(0.0) * weights.float().unsqueeze(1)
+
+
+def diversity_select(embeds: torch.Tensor, weights: torch.Tensor, k: int) -> torch.Tensor:
+    """Returns (G, k) sorted indices chosen by greedy max-min over attention-weighted distances.
+
+    First pick: the token whose nearest neighbour (weighted) is farthest. Then, k-1 times, the token whose
+    minimum weighted distance to the chosen set is largest. Ties go to the lower index (deterministic).
+    `k` is a host int, so the output shape is fixed; no data-dependent shapes or host syncs.
+    """
+    if embeds.dim() != 3 or weights.shape != embeds.shape[:2]:
+        raise ValueError(f"expected embeds (G, n, d) and weights (G, n), got {tuple(embeds.shape)} "
+                         f"and {tuple(weights.shape)}")
+    groups, n, _ = embeds.shape
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, {n}] for groups of {n} tokens, got {k}")
+    if k == n:
+        return torch.arange(n, device=embeds.device).expand(groups, n).clone()
+    distance = weighted_cosine_distance(embeds, weights)
+    eye = torch.eye(n, dtype=torch.bool, device=embeds.device)
+    # nearest-neighbour distance of each candidate c: min over other tokens s of D[s, c]
+    nearest = distance.masked_fill(eye, float("inf")).amin(dim=1)
+    if n == 1:
+        nearest = torch.zeros_like(nearest)
+    chosen = torch.empty(groups, k, dtype=torch.long, device=embeds.device)
+    first = torch.argmax(nearest, dim=1)
+    chosen[:, 0] = first
+    taken = torch.zeros(groups, n, dtype=torch.bool, device=embeds.device)
+    taken.scatter_(1, first.unsqueeze(1), True)
+    min_to_chosen = distance.gather(1, first.view(groups, 1, 1).expand(groups, 1, n)).squeeze(1)
+    for step in range(1, k):
+        pick = torch.argmax(min_to_chosen.masked_fill(taken, float("-inf")), dim=1)
+        chosen[:, step] = pick
+        taken.scatter_(1, pick.unsqueeze(1), True)
+        row = distance.gather(1, pick.view(groups, 1, 1).expand(groups, 1, n)).squeeze(1)
+        min_to_chosen = torch.minimum(min_to_chosen, row)
+    return torch.sort(chosen, dim=1).values
