@@ -51,7 +51,7 @@ def _masked_softmax(scores: torch.Tensor, temperature: float) -> torch.Tensor:
 
 def window_modality_budgets(relevance: torch.Tensor, modality: torch.Tensor, window: torch.Tensor,
                             num_windows: int, video_keep: int, audio_keep: int,
-                            temperature: float) -> torch.Tensor:
+                            temperature: float, total: int | None = None) -> torch.Tensor:
     """Returns (num_windows, 2) budgets [video, audio] per window; they sum to video_keep + audio_keep.
 
     relevance, modality, window: (L,) per token of the current sequence; modality codes VIDEO / AUDIO mark
@@ -60,6 +60,7 @@ def window_modality_budgets(relevance: torch.Tensor, modality: torch.Tensor, win
     (a modality absent everywhere contributes nothing); window budget ~ weight * total, at least 1 when the
     total allows it, at most the window's size. Intra-window: video share w_v*vk / (w_v*vk + w_a*ak),
     clamped to each side's size, at least one token of each modality present when the budget allows.
+    `total` (default video_keep + audio_keep) caps the sum when fewer candidates are left.
     """
     is_video, is_audio = modality == VIDEO, modality == AUDIO
     video_size = torch.zeros(num_windows, dtype=torch.long, device=relevance.device).index_add_(
@@ -70,7 +71,7 @@ def window_modality_budgets(relevance: torch.Tensor, modality: torch.Tensor, win
     audio_weight = _masked_softmax(_group_means(relevance, window, is_audio, num_windows), temperature)
     present = int(video_keep > 0) + int(audio_keep > 0)
     window_weight = (video_weight + audio_weight) / max(1, present)
-    total = video_keep + audio_keep
+    total = video_keep + audio_keep if total is None else total
     window_size = video_size + audio_size
     occupied = window_size > 0
     # "at least 1 per window" only when every occupied window can get one
