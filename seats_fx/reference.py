@@ -25,12 +25,14 @@ MODALITY_NAMES = {TEXT: "text", VIDEO: "video", AUDIO: "audio"}
 @dataclass
 class StageRecord:
     """One selection: `stage` ("stage1", "stage2", "stage3"), the 1-based layer it acts after (0 = before
-    the LLM), and the original positions it keeps, (B, K)."""
+    the LLM), the original positions it keeps, (B, K), and for stage 2 the relevance scores it ranked
+    the tokens of the sequence entering that layer with, (B, L_before)."""
 
     stage: str
     after_layer: int
     kept_positions: torch.Tensor
     counts: dict[str, int]
+    relevance: torch.Tensor | None = None
 
 
 @dataclass
@@ -100,8 +102,8 @@ def seats_decode(adapter, encoded: EncodedPrompt, config: SeatsConfig) -> SeatsR
     state = _DecoderState(encoded, encoded.inputs_embeds, cos, sin)
     result = SeatsResult(logits=torch.empty(0), kept_positions=state.positions, plan=plan)
 
-    def record(stage: str, after_layer: int) -> None:
-        result.stages.append(StageRecord(stage, after_layer, state.positions, _counts(state.modality)))
+    def record(stage: str, after_layer: int, relevance: torch.Tensor | None = None) -> None:
+        result.stages.append(StageRecord(stage, after_layer, state.positions, _counts(state.modality), relevance))
 
     if config.stage1 and video_count + audio_count:
         levels = {VIDEO: plan.video.encoder_level, AUDIO: plan.audio.encoder_level}
@@ -131,7 +133,7 @@ def seats_decode(adapter, encoded: EncodedPrompt, config: SeatsConfig) -> SeatsR
             index = stage2_keep_index(relevance[0], state.modality[0], state.window[0], num_windows,
                                       video_keep, audio_keep, config.window_temperature)
             state.keep(index[None])
-            record("stage2", number)
+            record("stage2", number, relevance)
 
     result.logits = adapter.logits(state.hidden)
     result.kept_positions = state.positions

@@ -1,0 +1,31 @@
+"""Command line: `python -m seats_fx demo` (also installed as `seats-fx`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="seats-fx", description="SEATS token selection for omni-modal LLMs")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="tiny random-weight thinker on a synthetic clip: unpruned vs SEATS")
+    demo.add_argument("--retention", type=float, default=None, help="sets video and audio retention (default 0.1)")
+    demo.add_argument("--seconds", type=int, default=None, help="clip length in seconds (default 20)")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        import dataclasses
+
+        from seats_fx.demo import DemoSpec, run_demo
+
+        spec = DemoSpec()
+        if args.retention is not None:
+            spec = dataclasses.replace(spec, options=(("retention", args.retention),))
+        if args.seconds is not None:
+            spec = dataclasses.replace(spec, clip=dataclasses.replace(spec.clip, video_seconds=args.seconds))
+        run_demo(spec)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seats_fx.ops.budget import (AUDIO, VIDEO, allocate_exact, rank_within_groups, select_by_group_budget,
+                                 window_modality_budgets)
+
+TEXT = 0
+
+
+@st.composite
+def allocations(draw):
+    width = draw(st.integers(1, 12))
+    upper = draw(st.lists(st.integers(0, 30), min_size=width, max_size=width))
+    lower = [draw(st.integers(0, u)) for u in upper]
+    total = draw(st.integers(sum(lower), sum(upper)))
+    targets = draw(st.lists(st.floats(0, 40), min_size=width, max_size=width))
+    return torch.tensor(targets), torch.tensor(lower), torch.tensor(upper), total
+
+
+@settings(max_examples=200)
+@given(allocations())
+def test_budgets_sum_exactly_to_total_within_bounds(args):
+    targets, lower, upper, total = args
+    b = allocate_exact(targets, lower, upper, total)
+    assert int(b.sum()) == total
+    assert bool(((lower <= b) & (b <= upper)).all())
+
+
+@settings(max_examples=100)
+@given(allocations())
+def test_allocation_is_greedy_optimal(args):
+    """No unit can move from one entry to another and bring both closer to their targets."""
+    targets, lower, upper, total = args
+    b = allocate_exact(targets, lower, upper, total).double()
+    gap = targets.double() - b  # > 0: wants more
+    for i in range(len(b)):
+        for j in range(len(b)):
+            if i != j and b[i] < upper[i] and b[j] > lower[j]:
+                # giving i one more and j one less must not improve: gap_i - 1 vs gap_j... greedy slot order
+                assert targets[i] - b[i] <= targets[j] - (b[j] - 1) + 1e-9
+
+
+@st.composite
+def sequences(draw):
+    windows = draw(st.integers(1, 5))
+    modality, window = [TEXT] * draw(st.integers(1, 4)), [-1] * 0
+    window = [-1] * len(modality)
+    for w in range(windows):
+        nv, na = draw(st.integers(0, 9)), draw(st.integers(0, 9))
+        if nv + na == 0:
+            nv = 1
+        modality += [VIDEO] * nv + [AUDIO] * na
+        window += [w] * (nv + na)
+    tail = draw(st.integers(1, 4))
+    modality += [TEXT] * tail
+    window += [-1] * tail
+    seed = draw(st.integers(0, 2**31 - 1))
+    modality, window = torch.tensor(modality), torch.tensor(window)
+    relevance = torch.rand(len(modality), generator=torch.Generator().manual_seed(seed))
+    n_video, n_audio = int((modality == VIDEO).sum()), int((modality == AUDIO).sum())
+    vk = draw(st.integers(0, n_video)) if n_video else 0
+    ak = draw(st.integers(0 if vk else 1, n_audio)) if n_audio else 0
+    if vk + ak == 0:
+        vk = 1
+    return relevance, modality, window, windows, vk, ak
+
+
+@settings(max_examples=200)
+@given(sequences())
+def test_window_modality_budgets_sum_exactly_and_fit_groups(args):
+    relevance, modality, window, windows, vk, ak = args
+    budgets = window_modality_budgets(relevance, modality, window, windows, vk, ak, 0.1)
+    assert int(budgets.sum()) == vk + ak
+    for w in range(windows):
+        in_window = window == w
+        nv, na = int((in_window & (modality == VIDEO)).sum()), int((in_window & (modality == AUDIO)).sum())
+        v, a = budgets[w].tolist()
+        assert 0 <= v <= nv and 0 <= a <= na
+        if nv and na and v + a >= 2:
+            assert v >= 1 and a >= 1
+    if vk + ak >= windows:
+        occupied = torch.stack([(window == w).any() for w in range(windows)])
+        assert bool((budgets.sum(1)[occupied] >= 1).all())
+
+
+@settings(max_examples=200)
+@given(sequences())
+def test_group_selection_keeps_text_and_top_scorers_of_each_group(args):
+    relevance, modality, window, windows, vk, ak = args
+    budgets = window_modality_budgets(relevance, modality, window, windows, vk, ak, 0.1)
+    is_text = modality == TEXT
+    group = torch.where(is_text, 0, window * 2 + (modality - VIDEO))
+    count = int(is_text.sum()) + vk + ak
+    kept = select_by_group_budget(relevance, group, budgets.flatten(), is_text, count)
+    assert kept.tolist() == sorted(set(kept.tolist())) and len(kept) == count
+    kept_set = set(kept.tolist())
+    assert all(i in kept_set for i in torch.nonzero(is_text).flatten().tolist())
+    for g, b in enumerate(budgets.flatten().tolist()):
+        members = [i for i in range(len(modality)) if not is_text[i] and int(group[i]) == g]
+        best = sorted(members, key=lambda i: (-float(relevance[i]), i))[:b]
+        assert sorted(best) == sorted(i for i in members if i in kept_set)
+
+
+def test_keep_everything_budget_keeps_all():
+    modality = torch.tensor([TEXT, VIDEO, VIDEO, AUDIO, VIDEO, AUDIO, TEXT])
+    window = torch.tensor([-1, 0, 0, 0, 1, 1, -1])
+    relevance = torch.rand(7)
+    budgets = window_modality_budgets(relevance, modality, window, 2, 3, 2, 0.1)
+    assert budgets.tolist() == [[2, 1], [1, 1]]
+    group = torch.where(modality == TEXT, 0, window * 2 + modality - VIDEO)
+    kept = select_by_group_budget(relevance, group, budgets.flatten(), modality == TEXT, 7)
+    assert kept.tolist() == list(range(7))
+
+
+def test_rank_within_groups_breaks_ties_by_index():
+    scores = torch.tensor([0.5, 0.5, 0.9, 0.1])
+    group = torch.tensor([0, 0, 1, 0])
+    assert rank_within_groups(scores, group, 2).tolist() == [0, 1, 0, 2]
