@@ -66,6 +66,8 @@ class SeatsConfig:
     stage3: bool = True
     # raise instead of falling back to the unpruned graph when a model or graph is not understood
     strict: bool = False
+    # lower the rewritten decoder's pieces with Inductor; False runs them eagerly (debugging)
+    inductor: bool = True
 
     def __post_init__(self) -> None:
         if self.retention is not None:
@@ -94,7 +96,7 @@ class SeatsConfig:
                 or not 1.0 <= float(self.drop_growth) <= 100.0:
             _fail("drop_growth", "a number in [1, 100]", self.drop_growth)
         _check_positive_number("window_seconds", self.window_seconds)
-        for name in ("stage1", "stage2", "stage3", "strict"):
+        for name in ("stage1", "stage2", "stage3", "strict", "inductor"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, "a bool", getattr(self, name))
 

@@ -64,6 +64,14 @@ class Qwen2_5OmniAdapter:
     family = "qwen2_5_omni"
     drop_layer_fractions = DROP_LAYER_FRACTIONS
     late_block_fraction = LATE_BLOCK_FRACTION
+    # ---- how the family shows up in Dynamo graphs (read by passes.locate; no instance needed) ----
+    decoder_layer_class = "Qwen2_5OmniDecoderLayer"
+    rotary_path_suffix = "language_model.rotary_emb"
+    final_norm_path_suffix = "language_model.norm"
+    # get_placeholder_mask: `special_video_mask = input_ids == self.config.video_token_id`
+    modality_compare_pattern = r"input_ids == self\.config\.(image|video|audio)_token_id"
+    # TMRoPE temporal positions per second (config.position_id_per_seconds of every released checkpoint)
+    position_id_per_seconds = 25
 
     def __init__(self, thinker: nn.Module) -> None:
         if not isinstance(thinker, hf.Qwen2_5OmniThinkerForConditionalGeneration):
@@ -100,6 +108,12 @@ class Qwen2_5OmniAdapter:
     def positions_per_window(self, window_seconds: float) -> int:
         """Returns how many TMRoPE temporal positions one window spans."""
         return int(self.config.position_id_per_seconds * window_seconds)
+
+    @property
+    def modality_token_ids(self) -> dict[str, tuple[int, ...]]:
+        """Returns the placeholder token ids of each modality."""
+        return {"image": (self.config.image_token_id,), "video": (self.config.video_token_id,),
+                "audio": (self.config.audio_token_id,)}
 
     # ---- before the decoder ------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,0 +1,253 @@
+"""locate: find the decoder (layers, residual stream, positions, masks) and modality taps in Dynamo graphs."""
+
+from __future__ import annotations
+
+import operator
+import re
+
+import torch
+from torch.fx import GraphModule, Node
+
+from seats_fx.passes.plan import GraphPlan, LayerNodes, TapPlan
+from seats_fx.models import ADAPTERS
+
+_SDPA = (torch._C._nn.scaled_dot_product_attention, torch.nn.functional.scaled_dot_product_attention)
+_SIZE_METHODS = {"view", "reshape", "expand"}
+
+
+class Unsupported(Exception):
+    """The graph holds a decoder seats_fx recognises, but not in a shape it can rewrite soundly."""
+
+
+def _class_name(kind) -> str:
+    return getattr(kind, "__name__", None) or str(kind).rsplit(".", 1)[-1].strip("'>")
+
+
+def _module_entries(node: Node) -> list[tuple[str, str]]:
+    return [(path, _class_name(kind)) for path, kind in (node.meta.get("nn_module_stack") or {}).values()]
+
+
+def _layer_index(node: Node, layer_class: str) -> int | None:
+    for path, name in _module_entries(node):
+        if name == layer_class:
+            found = re.search(r"layers\[(\d+)\]$", path) or re.search(r"layers[._](\d+)$", path)
+            if found:
+                return int(found.group(1))
+    return None
+
+
+def _in_module(node: Node, suffix: str) -> bool:
+    return any(re.sub(r"[\[\]'\"]", "", path).replace("_modules.", "").endswith(suffix.replace("_modules.", ""))
+               or path.endswith(suffix) for path, _ in _module_entries(node))
+
+
+def family_of(gm: GraphModule):
+    """Returns the adapter class whose decoder layers appear in the graph, or None."""
+    names = {name for node in gm.graph.nodes for _, name in _module_entries(node)}
+    for adapter in ADAPTERS:
+        if adapter.decoder_layer_class in names:
+            return adapter
+    return None
+
+
+def _placeholders(gm: GraphModule) -> list[Node]:
+    return [n for n in gm.graph.nodes if n.op == "placeholder"]
+
+
+def _is_parameter(node: Node) -> bool:
+    """True for placeholders that hold module state (parameters, buffers, attributes such as eps)."""
+    source = getattr(node.meta.get("grapharg"), "source", None)
+    name = source.name if source is not None and hasattr(source, "name") else ""
+    name = str(name() if callable(name) else name)
+    return "_parameters" in name or "_buffers" in name or name.startswith("L['self']")
+
+
+def _example(node: Node):
+    return node.meta.get("example_value")
+
+
+def locate_tap(gm: GraphModule) -> TapPlan | None:
+    """Returns where a graph compares input_ids with modality token ids (get_placeholder_mask), or None."""
+    adapter = family_of(gm) or _family_by_pattern(gm)
+    if adapter is None:
+        return None
+    placeholders = _placeholders(gm)
+    token_ids: dict[str, set[int]] = {}
+    ids_node = None
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target is not operator.eq or len(node.args) != 2:
+            continue
+        source, value = node.args
+        if not (isinstance(source, Node) and source.op == "placeholder" and isinstance(value, int)):
+            continue
+        found = re.search(adapter.modality_compare_pattern, node.meta.get("stack_trace") or "")
+        if found:
+            token_ids.setdefault(found.group(1), set()).add(value)
+            if ids_node is not None and ids_node is not source:
+                return None
+            ids_node = source
+    if ids_node is None:
+        return None
+    weight_index = None
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target is torch.nn.functional.embedding \
+                and node.args[0] is ids_node and node.args[1].op == "placeholder":
+            weight_index = placeholders.index(node.args[1])
+    return TapPlan(placeholders.index(ids_node), {k: tuple(sorted(v)) for k, v in token_ids.items()}, weight_index)
+
+
+def locate_embedding_tap(gm: GraphModule) -> tuple[int, int] | None:
+    """Returns (input_ids index, weight index) of a graph that looks up L['input_ids'] embeddings, or None."""
+    placeholders = _placeholders(gm)
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target is torch.nn.functional.embedding:
+            ids, weight = node.args[0], node.args[1]
+            source = getattr(ids.meta.get("grapharg"), "source", None) if isinstance(ids, Node) else None
+            if source is not None and "input_ids" in source.name and weight.op == "placeholder":
+                return placeholders.index(ids), placeholders.index(weight)
+    return None
+
+
+def _family_by_pattern(gm: GraphModule):
+    text = "\n".join((n.meta.get("stack_trace") or "") for n in gm.graph.nodes if n.target is operator.eq)
+    for adapter in ADAPTERS:
+        if re.search(adapter.modality_compare_pattern, text):
+            return adapter
+    return None
+
+
+def locate_decoder(gm: GraphModule) -> GraphPlan | None:
+    """Returns the plan of the decoder in `gm`, None when the graph holds no decoder layer of a known
+    family, and raises Unsupported (with the reason) when it holds one that cannot be rewritten soundly."""
+    adapter = family_of(gm)
+    if adapter is None:
+        return None
+    by_layer: dict[int, list[Node]] = {}
+    for node in gm.graph.nodes:
+        index = _layer_index(node, adapter.decoder_layer_class) if node.op != "placeholder" else None
+        if index is not None:
+            by_layer.setdefault(index, []).append(node)
+    indices = sorted(by_layer)
+    if indices != list(range(len(indices))):
+        raise Unsupported(f"decoder layers {indices} in this graph are not all layers 0..N-1 (a partial decoder)")
+    layer_sets = [set(by_layer[i]) for i in indices]
+
+    layers: list[LayerNodes] = []
+    previous_output: Node | None = None
+    outside_inputs: list[set[Node]] = []
+    for i in indices:
+        nodes, members = by_layer[i], layer_sets[i]
+        external = {a for n in nodes for a in n.all_input_nodes if a not in members}
+        escaping = [n for n in nodes if any(u not in members and u.op != "output" for u in n.users)]
+        if len(escaping) != 1:
+            raise Unsupported(f"layer {i} passes {len(escaping)} values to later code, expected one residual stream")
+        attention = [n for n in nodes if n.op == "call_function" and n.target in _SDPA]
+        if len(attention) != 1:
+            raise Unsupported(f"layer {i} has {len(attention)} scaled_dot_product_attention calls, expected one")
+        first_data = [a for a in nodes[0].all_input_nodes if a not in members]
+        layer_input = previous_output if previous_output is not None else (first_data[0] if first_data else None)
+        if layer_input is None or layer_input not in external:
+            raise Unsupported(f"cannot find the residual stream entering layer {i}")
+        layers.append(LayerNodes(i, nodes, layer_input, escaping[0], attention[0]))
+        outside_inputs.append(external - {layer_input})
+        previous_output = escaping[0]
+
+    first = layers[0]
+    if first.input.op != "placeholder":
+        raise Unsupported("the first decoder layer does not read a graph input (inputs_embeds)")
+    sdpa_masks = {layer.attention.kwargs.get("attn_mask", layer.attention.args[3]
+                                             if len(layer.attention.args) > 3 else None) for layer in layers}
+    if len(sdpa_masks) != 1:
+        raise Unsupported("layers use different attention masks (sliding-window layers are not supported)")
+    mask = sdpa_masks.pop()
+    per_token = sorted({n for ext in outside_inputs for n in ext
+                        if n is not mask and not (n.op == "placeholder" and (_is_parameter(n) or
+                                                                             isinstance(_example(n), torch.SymInt)))
+                        and _in_module(n, adapter.rotary_path_suffix)}, key=lambda n: n.name)
+    unknown = {n for ext in outside_inputs for n in ext} - set(per_token) - {mask} - {
+        n for n in _placeholders(gm) if _is_parameter(n) or isinstance(_example(n), torch.SymInt)}
+    unknown = {n for n in unknown if not _is_parameter(n)}
+    if unknown:
+        raise Unsupported(f"layers read values seats_fx does not know how to prune: {sorted(n.name for n in unknown)}")
+    if len(per_token) != 2:
+        raise Unsupported(f"expected the rotary cos and sin as per-token inputs of the layers, found "
+                          f"{[n.name for n in per_token]}")
+
+    positions = _rotary_positions(gm, adapter)
+    embeds_value = _example(first.input)
+    length = embeds_value.shape[1]
+    seq_len: int | Node = int(length) if isinstance(length, int) else None
+    if seq_len is None:
+        matches = [p for p in _placeholders(gm) if isinstance(_example(p), torch.SymInt)
+                   and str(_example(p)) == str(length)]
+        if len(matches) != 1:
+            raise Unsupported(f"cannot find the SymInt input spelling the sequence length {length}")
+        seq_len = matches[0]
+    else:
+        _check_literal_length(layers, seq_len)
+
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    values = output.args[0] if isinstance(output.args[0], (tuple, list)) else (output.args[0],)
+    finals = [i for i, v in enumerate(values) if isinstance(v, Node) and _in_module(v, adapter.final_norm_path_suffix)]
+    if len(finals) != 1:
+        raise Unsupported("cannot find the final norm's output among the graph outputs")
+    attention_mask = _padding_mask_input(gm, mask)
+    return GraphPlan(adapter, layers, first.input, positions, attention_mask, per_token, mask, seq_len, finals[0])
+
+
+def _rotary_positions(gm: GraphModule, adapter) -> Node:
+    for node in gm.graph.nodes:
+        if node.op == "call_method" and node.target == "expand" and _in_module(node, adapter.rotary_path_suffix):
+            source = node.args[0]
+            value = _example(source)
+            if isinstance(source, Node) and value is not None and value.dim() == 3:
+                return source
+    raise Unsupported("cannot find the 3-D position ids the rotary embedding reads")
+
+
+def _padding_mask_input(gm: GraphModule, mask: Node | None) -> Node | None:
+    if mask is None:
+        return None
+    seen, stack = set(), [mask]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node.op == "placeholder" and not _is_parameter(node):
+            value = _example(node)
+            if isinstance(value, torch.Tensor) and value.dim() == 2:
+                return node
+        stack.extend(node.all_input_nodes)
+    return None
+
+
+def _check_literal_length(layers: list[LayerNodes], length: int) -> None:
+    """A static graph spells the length as an int inside views; make sure no other literal collides."""
+    others: set[int] = set()
+    for layer in layers:
+        for node in layer.nodes:
+            ints = [a for a in _flat_args(node) if isinstance(a, int) and not isinstance(a, bool)]
+            if node.op == "call_method" and node.target in _SIZE_METHODS:
+                others.update(a for a in ints if a != length)
+            elif length in ints and node.target not in (operator.getitem,):
+                raise Unsupported(f"layer {layer.index} uses the sequence length {length} outside a view/reshape "
+                                  f"({node.format_node()})")
+    if length in others:
+        raise Unsupported(f"sequence length {length} equals another size inside the layers; compile with "
+                          "dynamic=True to rewrite this graph")
+
+
+def _flat_args(node: Node) -> list:
+    flat: list = []
+
+    def visit(value):
+        if isinstance(value, (list, tuple)):
+            for v in value:
+                visit(v)
+        else:
+            flat.append(value)
+
+    visit(node.args)
+    visit(list(node.kwargs.values()))
+    return flat

@@ -1,0 +1,40 @@
+"""The pass manager: runs the SEATS passes in order on a decoder graph; its uuid() keys caches."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+
+from torch.fx import GraphModule
+
+from seats_fx.config import SeatsConfig
+from seats_fx.passes import boundary, cleanup, partition, prune_blocks, select_before_llm, truncate_at_fusion
+from seats_fx.passes.plan import GraphPlan
+from seats_fx.stage_plan import StagePlan
+
+_PASS_MODULES = (boundary, select_before_llm, prune_blocks, truncate_at_fusion, cleanup, partition)
+
+
+class SeatsPassManager:
+    """locate's plan in, rewritten and partitioned GraphModule out. One object per backend instance."""
+
+    def __init__(self, config: SeatsConfig) -> None:
+        self.config = config
+
+    def __call__(self, gm: GraphModule, plan: GraphPlan) -> GraphModule:
+        stages = StagePlan.resolve(self.config, len(plan.layers), plan.adapter.drop_layer_fractions,
+                                   plan.adapter.late_block_fraction)
+        gm = select_before_llm.insert_begin(gm, plan)
+        gm = select_before_llm.select_before_llm(gm, plan, self.config)
+        gm = prune_blocks.prune_blocks(gm, plan, stages)
+        gm = truncate_at_fusion.truncate_at_fusion(gm, plan, stages)
+        gm = truncate_at_fusion.restore_output_length(gm, plan)
+        gm = cleanup.cleanup(gm)
+        return partition.partition(gm, use_inductor=self.config.inductor)
+
+    def uuid(self) -> str:
+        """Returns a key that changes with any config field or any pass's source."""
+        digest = hashlib.sha256(self.config.stable_hash().encode())
+        for module in _PASS_MODULES:
+            digest.update(inspect.getsource(module).encode())
+        return digest.hexdigest()

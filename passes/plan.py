@@ -1,0 +1,64 @@
+"""Facts `locate` finds in a Dynamo graph; the rewrite passes read them and never re-discover them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch.fx import Node
+
+
+@dataclass
+class LayerNodes:
+    """One decoder layer in the graph: its nodes in order, the residual stream entering and leaving it,
+    and its attention call (whose q and k, rotary applied, stage 2 scores with)."""
+
+    index: int
+    nodes: list[Node]
+    input: Node
+    output: Node
+    attention: Node
+
+    @property
+    def query(self) -> Node:
+        return self.attention.args[0]
+
+    @property
+    def key(self) -> Node:
+        return self.attention.args[1]
+
+    @property
+    def scale(self) -> "float | Node | None":
+        return self.attention.kwargs.get("scale")
+
+
+@dataclass
+class GraphPlan:
+    """Where the decoder lives in one graph.
+
+    per_token: nodes outside the layers that layers read per token besides the residual stream (the
+    rotary cos/sin); mask: the 4-D attention mask the layers use (None when attention is causal without
+    a mask); seq_len: how the graph spells the sequence length inside layers (an int when traced
+    static, else the SymInt placeholder); positions: the (3, B, L) TMRoPE position ids node.
+    """
+
+    adapter: type
+    layers: list[LayerNodes]
+    inputs_embeds: Node
+    positions: Node
+    attention_mask: Node | None
+    per_token: list[Node]
+    mask: Node | None
+    seq_len: int | Node
+    final_hidden_index: int
+    # filled by the rewrite passes: the nodes that currently carry each per-token tensor
+    boundaries: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TapPlan:
+    """A graph that sees input_ids: the placeholder positions of input_ids (and of the embedding weight
+    when the graph looks tokens up), and the token ids it compares input_ids with, by modality."""
+
+    input_ids_index: int
+    token_ids: dict[str, tuple[int, ...]]
+    embed_weight_index: int | None = None

@@ -1,0 +1,20 @@
+"""Stage 2: query-guided progressive pruning after the drop layers."""
+
+from __future__ import annotations
+
+from torch.fx import GraphModule
+
+from seats_fx.call import seats_select_stage2
+from seats_fx.passes.boundary import insert_boundary
+from seats_fx.passes.plan import GraphPlan
+from seats_fx.stage_plan import StagePlan
+
+
+def prune_blocks(gm: GraphModule, plan: GraphPlan, stages: StagePlan) -> GraphModule:
+    """Inserts a stage-2 selection after each drop layer l (1-based), scored with layer l's own q and k."""
+    for layer_number in stages.drop_layers:
+        scored = plan.layers[layer_number - 1]
+        insert_boundary(gm, plan, layer_number, seats_select_stage2,
+                        (layer_number, scored.query, scored.key, scored.scale))
+        plan.boundaries.append(f"stage2@{layer_number}")
+    return gm

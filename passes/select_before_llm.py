@@ -1,0 +1,27 @@
+"""Stage 1: attention-weighted diversity selection before the first decoder layer."""
+
+from __future__ import annotations
+
+from torch.fx import GraphModule
+
+from seats_fx.call import seats_begin, seats_select_stage1
+from seats_fx.config import SeatsConfig
+from seats_fx.passes.boundary import GLUE, call_node, insert_boundary
+from seats_fx.passes.plan import GraphPlan
+
+
+def insert_begin(gm: GraphModule, plan: GraphPlan) -> GraphModule:
+    """Inserts the node that reads this call's layout (from the modality tap) before the first layer."""
+    with gm.graph.inserting_before(plan.layers[0].nodes[0]):
+        node = gm.graph.call_function(seats_begin, (call_node(gm), plan.inputs_embeds, plan.positions,
+                                                    plan.attention_mask))
+        node.meta[GLUE] = True
+    return gm
+
+
+def select_before_llm(gm: GraphModule, plan: GraphPlan, cfg: SeatsConfig, token_weights=None) -> GraphModule:
+    """Inserts the stage-1 selection before layer 0 (a no-op when stage 1 is off)."""
+    if cfg.stage1:
+        insert_boundary(gm, plan, 0, seats_select_stage1, ())
+        plan.boundaries.append("stage1@0")
+    return gm
