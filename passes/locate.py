@@ -96,6 +96,38 @@ def locate_tap(gm: GraphModule) -> TapPlan | None:
     return TapPlan(placeholders.index(ids_node), {k: tuple(sorted(v)) for k, v in token_ids.items()}, weight_index)
 
 
+def _source_name(node: Node) -> str:
+    source = getattr(node.meta.get("grapharg"), "source", None)
+    return str(source.name) if source is not None else ""
+
+
+def locate_encoder_taps(gm: GraphModule) -> list[tuple[str, tuple]]:
+    """Returns what an encoder graph exposes for stage-1 weights, as (kind, placeholder indices) records:
+    ("audio_lengths", (i,)), ("window_index", (i,)), ("audio_chunks" | "vision_chunks", (q0, k0, q1, k1, ...,
+    scale_or_-1)). Empty for graphs that are none of these."""
+    placeholders = _placeholders(gm)
+    names = [_source_name(p) for p in placeholders]
+    found: list[tuple[str, tuple]] = []
+    for adapter in ADAPTERS:
+        for kind, source in (("audio_lengths", adapter.audio_lengths_source),
+                             ("window_index", adapter.vision_window_index_source)):
+            if source in names:
+                found.append((kind, (names.index(source),)))
+        attention = [n for n in gm.graph.nodes if n.op == "call_function" and n.target in _SDPA]
+        if not attention or not all(isinstance(a, Node) and a.op == "placeholder" for n in attention for a in n.args[:2]):
+            continue
+        kind = "audio_chunks" if any(adapter.audio_attention_projection in n for n in names) else \
+            "vision_chunks" if any(adapter.vision_attention_projection in n for n in names) else None
+        if kind is None:
+            continue
+        scales = {n.kwargs.get("scale") for n in attention}
+        scale = scales.pop() if len(scales) == 1 else None
+        scale_index = placeholders.index(scale) if isinstance(scale, Node) else -1
+        indices = tuple(i for n in attention for i in (placeholders.index(n.args[0]), placeholders.index(n.args[1])))
+        found.append((kind, (*indices, scale_index, scale if isinstance(scale, float) else None)))
+    return found
+
+
 def locate_embedding_tap(gm: GraphModule) -> tuple[int, int] | None:
     """Returns (input_ids index, weight index) of a graph that looks up L['input_ids'] embeddings, or None."""
     placeholders = _placeholders(gm)

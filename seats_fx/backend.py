@@ -10,9 +10,11 @@ from torch.fx import GraphModule
 
 from seats_fx.call import SeatsCall
 from seats_fx.config import SeatsConfig
-from seats_fx.passes.locate import Unsupported, locate_decoder, locate_embedding_tap, locate_tap
+from seats_fx.passes.locate import (Unsupported, locate_decoder, locate_embedding_tap, locate_encoder_taps,
+                                    locate_tap)
 from seats_fx.passes.manager import SeatsPassManager
-from seats_fx.runtime import record_embedding, record_modality_tap, take_modality_tap
+from seats_fx.runtime import (record_attention_chunks, record_audio_lengths, record_embedding, record_modality_tap,
+                              record_window_index, take_encoder_taps, take_modality_tap)
 
 log = logging.getLogger("seats_fx")
 
@@ -37,18 +39,42 @@ def _copy_graph_module(gm: GraphModule) -> GraphModule:
 
 
 class _TappedGraph:
-    """An Inductor-compiled graph that records the input_ids (and embedding weight) it is called with."""
+    """An Inductor-compiled graph that first hands some of its runtime inputs to the runtime recorders."""
 
-    def __init__(self, compiled: Callable, ids_index: int, token_ids: dict | None, weight_index: int | None):
-        self.compiled, self.ids_index, self.token_ids, self.weight_index = compiled, ids_index, token_ids, weight_index
+    def __init__(self, compiled: Callable, recorders: list[Callable[[tuple], None]]) -> None:
+        self.compiled, self.recorders = compiled, recorders
 
     def __call__(self, *args):
-        ids = args[self.ids_index]
-        if self.weight_index is not None:
-            record_embedding(ids, args[self.weight_index])
-        if self.token_ids:
-            record_modality_tap(ids, self.token_ids)
+        for record in self.recorders:
+            record(args)
         return self.compiled(*args)
+
+
+def _recorders(gm: GraphModule) -> list[Callable[[tuple], None]]:
+    """Returns the runtime recorders a graph needs: modality tap, embedding, encoder taps."""
+    recorders: list[Callable[[tuple], None]] = []
+    embedding = locate_embedding_tap(gm)
+    if embedding is not None:
+        ids_at, weight_at = embedding
+        recorders.append(lambda args: record_embedding(args[ids_at], args[weight_at]))
+    tap = locate_tap(gm)
+    if tap is not None:
+        recorders.append(lambda args: record_modality_tap(args[tap.input_ids_index], tap.token_ids))
+    for kind, where in locate_encoder_taps(gm):
+        if kind == "audio_lengths":
+            recorders.append(lambda args, i=where[0]: record_audio_lengths(args[i]))
+        elif kind == "window_index":
+            recorders.append(lambda args, i=where[0]: record_window_index(args[i]))
+        else:
+            *pairs, scale_at, scale = where
+            modality = "audio" if kind == "audio_chunks" else "vision"
+
+            def record(args, pairs=tuple(pairs), scale_at=scale_at, scale=scale, modality=modality):
+                chunks = [(args[pairs[j]], args[pairs[j + 1]]) for j in range(0, len(pairs), 2)]
+                record_attention_chunks(modality, chunks, args[scale_at] if scale_at >= 0 else scale)
+
+            recorders.append(record)
+    return recorders
 
 
 class _DecoderRunner:
@@ -58,7 +84,7 @@ class _DecoderRunner:
         self.rewritten, self.config, self.adapter, self.depth = rewritten, config, adapter, depth
 
     def __call__(self, *args):
-        call = SeatsCall(self.config, self.adapter, self.depth, take_modality_tap())
+        call = SeatsCall(self.config, self.adapter, self.depth, take_modality_tap(), take_encoder_taps())
         return self.rewritten(call, *args)
 
 
@@ -82,17 +108,13 @@ class SeatsBackend:
         if plan is not None:
             depth = len(plan.layers)
             # resolving the stage plan here turns a bad layer choice into an error at compile time
-            SeatsCall(self.config, plan.adapter, depth, None)
+            SeatsCall(self.config, plan.adapter, depth, None, None)
             rewritten = self.manager(working, plan)
             log.info("seats: rewrote decoder graph with %d layers: %s", depth, ", ".join(plan.boundaries) or "no stage")
             return _DecoderRunner(rewritten, self.config, plan.adapter, depth)
+        recorders = _recorders(gm)
         compiled = _inductor(gm, example_inputs)
-        tap = locate_tap(gm)
-        embedding = locate_embedding_tap(gm)
-        if tap is not None or embedding is not None:
-            return _TappedGraph(compiled, tap.input_ids_index if tap else embedding[0],
-                                tap.token_ids if tap else None, embedding[1] if embedding else None)
-        return compiled
+        return _TappedGraph(compiled, recorders) if recorders else compiled
 
 
 def seats(gm: GraphModule, example_inputs: list, **kwargs) -> Callable:

@@ -15,13 +15,23 @@ from seats_fx.config import SeatsConfig
 from seats_fx.models.layout import TEXT, build_token_layout
 from seats_fx.ops.budget import AUDIO, VIDEO
 from seats_fx.ops.gather import gather_square_mask, gather_tokens
-from seats_fx.ops.relevance import text_query_relevance
+from seats_fx.ops.relevance import encoder_attention_received, text_query_relevance
 from seats_fx.ops.stage_select import stage1_keep_index, stage2_keep_index
-from seats_fx.runtime import ModalityTap, SeatsStats, set_last_stats
+from seats_fx.runtime import EncoderTaps, ModalityTap, SeatsStats, set_last_stats
 from seats_fx.stage_plan import StagePlan
 
 log = logging.getLogger("seats_fx")
 _NAMES = {TEXT: "text", VIDEO: "video", AUDIO: "audio"}
+
+
+def _received(chunks: list[tuple[torch.Tensor, torch.Tensor]], scale: float | None) -> torch.Tensor:
+    """Returns attention received per token over encoder attention chunks of (1, H, n, hd) q and k."""
+    parts = []
+    for query, key in chunks:
+        q, k = query[0].transpose(0, 1), key[0].transpose(0, 1)  # (n, H, hd), as the reference holds them
+        bounds = torch.tensor([0, q.shape[0]])
+        parts.append(encoder_attention_received(q, k, bounds, scale if scale is not None else q.shape[-1] ** -0.5))
+    return torch.cat(parts)
 
 
 def _counts(modality: torch.Tensor, valid: torch.Tensor) -> dict[str, int]:
@@ -32,11 +42,14 @@ def _counts(modality: torch.Tensor, valid: torch.Tensor) -> dict[str, int]:
 class SeatsCall:
     """One decoder call: the stage plan, the token layout, and the positions currently kept."""
 
-    def __init__(self, config: SeatsConfig, adapter, depth: int, tap: ModalityTap | None) -> None:
+    def __init__(self, config: SeatsConfig, adapter, depth: int, tap: ModalityTap | None,
+                 encoder_taps: EncoderTaps | None) -> None:
         self.config = config
         self.adapter = adapter
         self.plan = StagePlan.resolve(config, depth, adapter.drop_layer_fractions, adapter.late_block_fraction)
         self.tap = tap
+        self.encoder_taps = encoder_taps
+        self.token_weights: torch.Tensor | None = None
         self.active = False
         self.stats = SeatsStats()
         self._boundary_lengths: list[tuple[int, int]] = []  # (first layer index after, length before gather)
@@ -58,6 +71,8 @@ class SeatsCall:
                 reason = f"batch {batch} > 1 is not pruned yet"
             elif not bool((self.modality != TEXT).any()):
                 reason = "no video or audio tokens in this call"
+            elif self.config.stage1:
+                reason = self._stage1_weights(ids, inputs_embeds)
         if reason is not None:
             self.modality = torch.zeros(batch, length, dtype=torch.long, device=inputs_embeds.device)
             self.window = torch.full_like(self.modality, -1)
@@ -84,6 +99,34 @@ class SeatsCall:
                 return "the input_ids seen earlier do not belong to this call's inputs_embeds"
         return None
 
+    def _stage1_weights(self, ids: torch.Tensor, inputs_embeds: torch.Tensor) -> str | None:
+        """Sets self.token_weights (B, L) from the encoder taps; returns why it cannot, or None."""
+        taps = self.encoder_taps or EncoderTaps()
+        weights = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
+        audio_ids = self.tap.token_ids.get("audio", ())
+        is_audio = torch.isin(ids, torch.tensor(audio_ids, device=ids.device))
+        if bool(is_audio.any()):
+            if taps.audio_chunks is None or taps.mel_lengths is None:
+                return "stage 1 needs the audio tower's last attention, which no graph of this forward exposed"
+            frames = _received(taps.audio_chunks, taps.audio_scale)
+            audio = self.adapter.audio_token_weights(frames, taps.mel_lengths)
+            if audio.numel() != int(is_audio.sum()):
+                return f"audio tower gave {audio.numel()} token weights for {int(is_audio.sum())} audio tokens"
+            weights[is_audio] = audio
+        groups = [torch.isin(ids, torch.tensor(self.tap.token_ids.get(kind, ()), device=ids.device))
+                  for kind in ("image", "video")]
+        groups = [g for g in groups if bool(g.any())]
+        runs = [r for r in taps.vision_runs if r.chunks is not None][-len(groups):] if groups else []
+        if len(runs) != len(groups):
+            return f"stage 1 needs {len(groups)} vision-tower runs, this forward exposed {len(runs)}"
+        for members, run in zip(groups, runs):
+            patches = _received(run.chunks, run.scale)
+            if patches.numel() != int(members.sum()) * self.adapter.spatial_merge_unit:
+                return f"vision tower gave {patches.numel()} patch weights for {int(members.sum())} tokens"
+            weights[members] = self.adapter.vision_token_weights(patches, run.window_index)
+        self.token_weights = weights
+        return None
+
     # ---- boundaries -------------------------------------------------------------------------------------
     def _keep(self, stage: str, after_layer: int, keep: torch.Tensor) -> torch.Tensor:
         self.positions = gather_tokens(self.positions, keep, 1)
@@ -99,9 +142,9 @@ class SeatsCall:
         """Records the sequence length the layers before a boundary really processed."""
         self._boundary_lengths.append((first_layer_after, int(hidden.shape[1])))
 
-    def stage1(self, hidden: torch.Tensor, token_weights: torch.Tensor) -> torch.Tensor:
+    def stage1(self, hidden: torch.Tensor) -> torch.Tensor:
         levels = {VIDEO: self.plan.video.encoder_level, AUDIO: self.plan.audio.encoder_level}
-        keep = stage1_keep_index(hidden[0], token_weights[0], self.modality[0], self.window[0], levels)
+        keep = stage1_keep_index(hidden[0], self.token_weights[0], self.modality[0], self.window[0], levels)
         return self._keep("stage1", 0, keep[None])
 
     def stage2(self, layer_number: int, query: torch.Tensor, key: torch.Tensor, scale) -> torch.Tensor:
@@ -152,13 +195,11 @@ def seats_begin(call: SeatsCall, inputs_embeds, positions, attention_mask) -> No
     call.begin(inputs_embeds, positions, attention_mask)
 
 
-def seats_select_stage1(call: SeatsCall, hidden, token_weights=None):
+def seats_select_stage1(call: SeatsCall, hidden):
     call.measured(0, hidden)
     if not call.active or not call.config.stage1:
         return None
-    if token_weights is None:
-        raise RuntimeError("stage 1 needs the encoders' attention weights, which this graph did not receive")
-    return call.stage1(hidden, token_weights)
+    return call.stage1(hidden)
 
 
 def seats_select_stage2(call: SeatsCall, hidden, layer_number: int, query, key, scale=None):

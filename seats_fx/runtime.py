@@ -49,7 +49,62 @@ class SeatsStats:
         return sum(c[modality] for c in self.layer_counts) / len(self.layer_counts) / total
 
 
+@dataclass
+class VisionRun:
+    """One vision-tower call: its window permutation and the last block's attention chunks (q, k)."""
+
+    window_index: torch.Tensor
+    chunks: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    scale: float | None = None
+
+
+@dataclass
+class EncoderTaps:
+    """What the encoder graphs of the current forward saw, for the stage-1 weights."""
+
+    mel_lengths: torch.Tensor | None = None
+    audio_chunks: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    audio_scale: float | None = None
+    vision_runs: list[VisionRun] = field(default_factory=list)
+
+
 _local = threading.local()
+
+
+def _encoder_taps() -> EncoderTaps:
+    taps = getattr(_local, "encoder", None)
+    if taps is None:
+        taps = _local.encoder = EncoderTaps()
+    return taps
+
+
+def record_audio_lengths(feature_attention_mask: torch.Tensor) -> None:
+    """Stores the mel-frame count of each audio (the audio tower's input lengths)."""
+    _encoder_taps().mel_lengths = feature_attention_mask.sum(-1)
+
+
+def record_window_index(window_index: torch.Tensor) -> None:
+    """Starts a vision run at its window permutation (seen twice per run: for states and rotary)."""
+    runs = _encoder_taps().vision_runs
+    if not runs or runs[-1].window_index is not window_index:
+        runs.append(VisionRun(window_index))
+
+
+def record_attention_chunks(kind: str, chunks: list[tuple[torch.Tensor, torch.Tensor]], scale) -> None:
+    """Stores the (q, k) chunks an encoder attention call saw; the last call of a tower is its last layer."""
+    taps = _encoder_taps()
+    scale = None if scale is None else float(scale)
+    if kind == "audio":
+        taps.audio_chunks, taps.audio_scale = chunks, scale
+    elif taps.vision_runs:
+        taps.vision_runs[-1].chunks, taps.vision_runs[-1].scale = chunks, scale
+
+
+def take_encoder_taps() -> EncoderTaps:
+    """Returns and clears what the encoder graphs of the current forward recorded."""
+    taps = _encoder_taps()
+    _local.encoder = None
+    return taps
 
 
 def record_modality_tap(input_ids: torch.Tensor, token_ids: dict[str, tuple[int, ...]]) -> None:

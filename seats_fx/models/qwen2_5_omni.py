@@ -72,6 +72,24 @@ class Qwen2_5OmniAdapter:
     modality_compare_pattern = r"input_ids == self\.config\.(image|video|audio)_token_id"
     # TMRoPE temporal positions per second (config.position_id_per_seconds of every released checkpoint)
     position_id_per_seconds = 25
+    # encoder graphs (stage-1 weights): inputs named by Dynamo sources, and the attention graphs over
+    # cu_seqlens chunks, told apart by their output projection's name
+    audio_lengths_source = "L['feature_attention_mask']"
+    vision_window_index_source = "L['window_index']"
+    audio_attention_projection = "_modules['out_proj']"
+    vision_attention_projection = "_modules['proj']"
+    spatial_merge_unit = 4  # 2x2 patches per LLM video token (spatial_merge_size 2 in every release)
+
+    @staticmethod
+    def audio_token_weights(frame_weights: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
+        """Returns per-LLM-token weights from per-frame ones: mean of the 2 frames each token pools."""
+        return _pool_pairs(frame_weights, mel_lengths)
+
+    @staticmethod
+    def vision_token_weights(patch_weights: torch.Tensor, window_index: torch.Tensor) -> torch.Tensor:
+        """Returns per-LLM-token weights from per-patch ones given in window-permuted order."""
+        merged = patch_weights.view(-1, Qwen2_5OmniAdapter.spatial_merge_unit).mean(dim=1)
+        return merged[torch.argsort(window_index)]
 
     def __init__(self, thinker: nn.Module) -> None:
         if not isinstance(thinker, hf.Qwen2_5OmniThinkerForConditionalGeneration):
@@ -177,10 +195,9 @@ class Qwen2_5OmniAdapter:
         q, k = hf.apply_rotary_pos_emb_vision(q, k, cos, sin)
         received = encoder_attention_received(q, k, kwargs["cu_seqlens"], attn.scaling)
         visual = self.thinker.model.visual
-        merged = received.view(-1, visual.spatial_merge_unit).mean(dim=1)  # window-permuted order
         window_index, _ = get_vision_window_index(grid_thw, visual.spatial_merge_size, visual.window_size,
                                                   visual.patch_size)
-        return merged[torch.argsort(window_index)]
+        return self.vision_token_weights(received, window_index)
 
     def _audio_token_weights(self, seen: _CapturedInputs, feature_lens: torch.Tensor) -> torch.Tensor:
         """Returns attention received per audio LLM token (mean over the 2 pooled encoder frames)."""
@@ -191,8 +208,7 @@ class Qwen2_5OmniAdapter:
         q = attn.q_proj(hidden).reshape(n, attn.num_heads, -1)
         k = attn.k_proj(hidden).reshape(n, attn.num_heads, -1)
         received = encoder_attention_received(q, k, kwargs["cu_seqlens"], attn.scaling)
-        pool = hf.get_pool_indices(feature_lens)
-        return (received[pool] + received[pool + 1]) / 2
+        return self.audio_token_weights(received, feature_lens)
 
     # ---- inside the decoder ------------------------------------------------------------------------
     def rotary(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,6 +244,12 @@ class Qwen2_5OmniAdapter:
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Returns lm_head(norm(hidden))."""
         return self.thinker.lm_head(self.language_model.norm(hidden))
+
+
+def _pool_pairs(frame_weights: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
+    """Mean over the frame pairs the audio tower's stride-2 average pooling merges (get_pool_indices)."""
+    pool = hf.get_pool_indices(mel_lengths)
+    return (frame_weights[pool] + frame_weights[pool + 1]) / 2
 
 
 _FORWARD_INPUTS = {
