@@ -63,7 +63,8 @@ def insert_boundary(gm: GraphModule, plan: GraphPlan, layer_index: int, select, 
     if kept_mask is not None:
         _replace_in_layers(plan, layer_index, plan.mask, kept_mask)
         plan.mask = kept_mask
-    _replace_in_layers(plan, layer_index, plan.seq_len, new_length)
+    for old_length in (plan.seq_len if isinstance(plan.seq_len, list) else [plan.seq_len]):
+        _replace_in_layers(plan, layer_index, old_length, new_length)
     layer.nodes.insert(0, new_length)
-    plan.seq_len = new_length
+    plan.seq_len = [new_length]
     return keep

@@ -102,9 +102,10 @@ def _source_name(node: Node) -> str:
 
 
 def locate_encoder_taps(gm: GraphModule) -> list[tuple[str, tuple]]:
-    """Returns what an encoder graph exposes for stage-1 weights, as (kind, placeholder indices) records:
-    ("audio_lengths", (i,)), ("window_index", (i,)), ("audio_chunks" | "vision_chunks", (q0, k0, q1, k1, ...,
-    scale_or_-1)). Empty for graphs that are none of these."""
+    """Returns what an encoder graph exposes for stage-1 weights, as (kind, where) records:
+    ("audio_lengths", (placeholder index,)), ("window_index", (placeholder index,)), and
+    ("audio_chunks" | "vision_chunks", ((q node, k node), ..., scale)) for graphs that run an encoder
+    attention over cu_seqlens chunks; scale is a float, a placeholder index, or None (head_dim ** -0.5)."""
     placeholders = _placeholders(gm)
     names = [_source_name(p) for p in placeholders]
     found: list[tuple[str, tuple]] = []
@@ -114,7 +115,7 @@ def locate_encoder_taps(gm: GraphModule) -> list[tuple[str, tuple]]:
             if source in names:
                 found.append((kind, (names.index(source),)))
         attention = [n for n in gm.graph.nodes if n.op == "call_function" and n.target in _SDPA]
-        if not attention or not all(isinstance(a, Node) and a.op == "placeholder" for n in attention for a in n.args[:2]):
+        if not attention:
             continue
         kind = "audio_chunks" if any(adapter.audio_attention_projection in n for n in names) else \
             "vision_chunks" if any(adapter.vision_attention_projection in n for n in names) else None
@@ -122,9 +123,9 @@ def locate_encoder_taps(gm: GraphModule) -> list[tuple[str, tuple]]:
             continue
         scales = {n.kwargs.get("scale") for n in attention}
         scale = scales.pop() if len(scales) == 1 else None
-        scale_index = placeholders.index(scale) if isinstance(scale, Node) else -1
-        indices = tuple(i for n in attention for i in (placeholders.index(n.args[0]), placeholders.index(n.args[1])))
-        found.append((kind, (*indices, scale_index, scale if isinstance(scale, float) else None)))
+        if isinstance(scale, Node):
+            scale = placeholders.index(scale) if scale.op == "placeholder" else None
+        found.append((kind, (tuple((n.args[0], n.args[1]) for n in attention), scale)))
     return found
 
 
@@ -185,8 +186,6 @@ def locate_decoder(gm: GraphModule) -> GraphPlan | None:
         previous_output = escaping[0]
 
     first = layers[0]
-    if first.input.op != "placeholder":
-        raise Unsupported("the first decoder layer does not read a graph input (inputs_embeds)")
     sdpa_masks = {layer.attention.kwargs.get("attn_mask", layer.attention.args[3]
                                              if len(layer.attention.args) > 3 else None) for layer in layers}
     if len(sdpa_masks) != 1:
@@ -208,28 +207,31 @@ def locate_decoder(gm: GraphModule) -> GraphPlan | None:
     positions = _rotary_positions(gm, adapter)
     embeds_value = _example(first.input)
     length = embeds_value.shape[1]
-    seq_len: int | Node = int(length) if isinstance(length, int) else None
+    if isinstance(length, torch.SymInt) and str(length).isdigit():
+        length = int(length)  # a symbol Dynamo already specialised to a constant
+    seq_len: int | list[Node] = int(length) if isinstance(length, int) else None
     if seq_len is None:
-        matches = [p for p in _placeholders(gm) if isinstance(_example(p), torch.SymInt)
+        # Dynamo may pass the same symbol more than once (one placeholder per source that sized it)
+        seq_len = [p for p in _placeholders(gm) if isinstance(_example(p), torch.SymInt)
                    and str(_example(p)) == str(length)]
-        if len(matches) != 1:
+        if not seq_len:
             raise Unsupported(f"cannot find the SymInt input spelling the sequence length {length}")
-        seq_len = matches[0]
     else:
         _check_literal_length(layers, seq_len)
 
-    output = next(n for n in gm.graph.nodes if n.op == "output")
-    values = output.args[0] if isinstance(output.args[0], (tuple, list)) else (output.args[0],)
-    finals = [i for i, v in enumerate(values) if isinstance(v, Node) and _in_module(v, adapter.final_norm_path_suffix)]
+    norm_nodes = [n for n in gm.graph.nodes if n.op != "placeholder" and _in_module(n, adapter.final_norm_path_suffix)]
+    finals = [n for n in norm_nodes if any(u not in norm_nodes for u in n.users)]
     if len(finals) != 1:
-        raise Unsupported("cannot find the final norm's output among the graph outputs")
-    attention_mask = _padding_mask_input(gm, mask)
+        raise Unsupported("cannot find the final norm's output (one value leaving the final norm)")
+    attention_mask = _padding_mask_input(gm, mask, adapter)
     return GraphPlan(adapter, layers, first.input, positions, attention_mask, per_token, mask, seq_len, finals[0])
 
 
 def _rotary_positions(gm: GraphModule, adapter) -> Node:
     for node in gm.graph.nodes:
-        if node.op == "call_method" and node.target == "expand" and _in_module(node, adapter.rotary_path_suffix):
+        # the rotary embedding's first step: position_ids.expand(3, -1, -1)
+        if node.op == "call_method" and node.target == "expand" and _in_module(node, adapter.rotary_path_suffix) \
+                and tuple(node.args[1:]) == (3, -1, -1):
             source = node.args[0]
             value = _example(source)
             if isinstance(source, Node) and value is not None and value.dim() == 3:
@@ -237,7 +239,8 @@ def _rotary_positions(gm: GraphModule, adapter) -> Node:
     raise Unsupported("cannot find the 3-D position ids the rotary embedding reads")
 
 
-def _padding_mask_input(gm: GraphModule, mask: Node | None) -> Node | None:
+def _padding_mask_input(gm: GraphModule, mask: Node | None, adapter) -> Node | None:
+    """Returns the (B, L) padding-mask input the 4-D mask is built from (by its Dynamo source), or None."""
     if mask is None:
         return None
     seen, stack = set(), [mask]
@@ -246,10 +249,8 @@ def _padding_mask_input(gm: GraphModule, mask: Node | None) -> Node | None:
         if node in seen:
             continue
         seen.add(node)
-        if node.op == "placeholder" and not _is_parameter(node):
-            value = _example(node)
-            if isinstance(value, torch.Tensor) and value.dim() == 2:
-                return node
+        if node.op == "placeholder" and _source_name(node) == adapter.attention_mask_source:
+            return node
         stack.extend(node.all_input_nodes)
     return None
 

@@ -38,7 +38,8 @@ class GraphPlan:
     per_token: nodes outside the layers that layers read per token besides the residual stream (the
     rotary cos/sin); mask: the 4-D attention mask the layers use (None when attention is causal without
     a mask); seq_len: how the graph spells the sequence length inside layers (an int when traced
-    static, else the SymInt placeholder); positions: the (3, B, L) TMRoPE position ids node.
+    static, else the SymInt placeholders carrying it); positions: the (3, B, L) TMRoPE position ids node;
+    final_hidden: the final norm's output (a graph output, or the lm_head's input when that is in the graph).
     """
 
     adapter: type
@@ -48,8 +49,8 @@ class GraphPlan:
     attention_mask: Node | None
     per_token: list[Node]
     mask: Node | None
-    seq_len: int | Node
-    final_hidden_index: int
+    seq_len: int | list[Node]
+    final_hidden: Node
     # filled by the rewrite passes: the nodes that currently carry each per-token tensor
     boundaries: list[str] = field(default_factory=list)
 

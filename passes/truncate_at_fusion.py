@@ -19,12 +19,11 @@ def truncate_at_fusion(gm: GraphModule, plan: GraphPlan, stages: StagePlan) -> G
 
 
 def restore_output_length(gm: GraphModule, plan: GraphPlan) -> GraphModule:
-    """Wraps the final hidden states output so callers get the original sequence length back."""
-    output = next(n for n in gm.graph.nodes if n.op == "output")
-    values = list(output.args[0]) if isinstance(output.args[0], (tuple, list)) else [output.args[0]]
-    with gm.graph.inserting_before(output):
-        finished = gm.graph.call_function(seats_finish, (call_node(gm), values[plan.final_hidden_index]))
+    """Puts the final hidden states back at the original sequence length (pruned rows zero) for every
+    consumer: the graph output, or the lm_head when it is in this graph."""
+    final = plan.final_hidden
+    with gm.graph.inserting_after(final):
+        finished = gm.graph.call_function(seats_finish, (call_node(gm), final))
         finished.meta[GLUE] = True
-    values[plan.final_hidden_index] = finished
-    output.args = (type(output.args[0])(values) if isinstance(output.args[0], (tuple, list)) else values[0],)
+    final.replace_all_uses_with(finished, delete_user_cb=lambda user: user is not finished)
     return gm

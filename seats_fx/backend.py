@@ -6,29 +6,38 @@ import logging
 from typing import Any, Callable, Mapping
 
 import torch
-from torch.fx import GraphModule
+from torch.fx import GraphModule, Node
 
 from seats_fx.call import SeatsCall
 from seats_fx.config import SeatsConfig
-from seats_fx.passes.locate import (Unsupported, locate_decoder, locate_embedding_tap, locate_encoder_taps,
-                                    locate_tap)
+from seats_fx.passes.locate import (Unsupported, family_of, locate_decoder, locate_embedding_tap,
+                                    locate_encoder_taps, locate_tap)
 from seats_fx.passes.manager import SeatsPassManager
-from seats_fx.runtime import (record_attention_chunks, record_audio_lengths, record_embedding, record_modality_tap,
-                              record_window_index, take_encoder_taps, take_modality_tap)
+from seats_fx.runtime import (SeatsStats, record_attention_chunks, record_audio_lengths, record_embedding,
+                              record_modality_tap, record_window_index, set_last_stats, take_encoder_taps,
+                              take_modality_tap)
 
 log = logging.getLogger("seats_fx")
+
+# transformers wraps most model functions in one decorator, so one code object collects a cache entry
+# per wrapped function; at Dynamo's default recompile_limit (8) Dynamo then reuses any cached graph,
+# whichever backend built it, and two option sets could serve each other's graphs.
+MIN_RECOMPILE_LIMIT = 64
+
+
+def _ensure_recompile_headroom() -> None:
+    config = torch._dynamo.config
+    if config.recompile_limit < MIN_RECOMPILE_LIMIT:
+        log.info("seats: raising torch._dynamo.config.recompile_limit from %d to %d (transformers' decorators "
+                 "share one code object; at the limit Dynamo would reuse graphs across backends)",
+                 config.recompile_limit, MIN_RECOMPILE_LIMIT)
+        config.recompile_limit = MIN_RECOMPILE_LIMIT
 
 
 def _inductor(gm: GraphModule, example_inputs: list) -> Callable:
     from torch._inductor.compile_fx import compile_fx
 
     return compile_fx(gm, example_inputs)
-
-
-def _holds_decoder(gm: GraphModule) -> bool:
-    from seats_fx.passes.locate import family_of
-
-    return family_of(gm) is not None
 
 
 def _copy_graph_module(gm: GraphModule) -> GraphModule:
@@ -39,20 +48,74 @@ def _copy_graph_module(gm: GraphModule) -> GraphModule:
 
 
 class _TappedGraph:
-    """An Inductor-compiled graph that first hands some of its runtime inputs to the runtime recorders."""
+    """A compiled graph that hands runtime inputs (and extra outputs appended for the purpose) to the
+    runtime recorders, then returns exactly the outputs Dynamo expects."""
 
-    def __init__(self, compiled: Callable, recorders: list[Callable[[tuple], None]]) -> None:
-        self.compiled, self.recorders = compiled, recorders
+    def __init__(self, compiled: Callable, recorders: list[Callable], outputs: int | None) -> None:
+        self.compiled, self.recorders, self.outputs = compiled, recorders, outputs
 
     def __call__(self, *args):
+        results = self.compiled(*args)
+        extras = ()
+        if self.outputs is not None:
+            extras = tuple(results[self.outputs:])
+            results = type(results)(results[:self.outputs])
         for record in self.recorders:
-            record(args)
-        return self.compiled(*args)
+            record(args, extras)
+        return results
 
 
-def _recorders(gm: GraphModule) -> list[Callable[[tuple], None]]:
-    """Returns the runtime recorders a graph needs: modality tap, embedding, encoder taps."""
-    recorders: list[Callable[[tuple], None]] = []
+def _expose(gm: GraphModule, nodes: list[Node]) -> int:
+    """Appends `nodes` to gm's outputs; returns the original output count."""
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    values = output.args[0]
+    values = list(values) if isinstance(values, (list, tuple)) else [values]
+    output.args = (tuple(values + nodes),)
+    gm.recompile()
+    return len(values)
+
+
+def _tap_graph(gm: GraphModule) -> tuple[GraphModule, list[Callable], int | None]:
+    """Returns the graph to compile (with extra outputs where a tap needs intermediate values), its
+    recorders, and the original output count (None when no output was added)."""
+    recorders: list[Callable] = []
+    embedding = locate_embedding_tap(gm)
+    if embedding is not None:
+        ids_at, weight_at = embedding
+        recorders.append(lambda args, extras: record_embedding(args[ids_at], args[weight_at]))
+    tap = locate_tap(gm)
+    if tap is not None:
+        recorders.append(lambda args, extras: record_modality_tap(args[tap.input_ids_index], tap.token_ids))
+    exposed: list[Node] = []
+    for kind, where in locate_encoder_taps(gm):
+        if kind == "audio_lengths":
+            recorders.append(lambda args, extras, i=where[0]: record_audio_lengths(args[i]))
+        elif kind == "window_index":
+            recorders.append(lambda args, extras, i=where[0]: record_window_index(args[i]))
+        else:
+            pairs, scale = where
+            first = len(exposed)
+            exposed += [node for pair in pairs for node in pair]
+            modality = "audio" if kind == "audio_chunks" else "vision"
+
+            def record(args, extras, first=first, count=len(pairs), scale=scale, modality=modality):
+                values = extras[first:first + 2 * count]
+                chunks = [(values[2 * j], values[2 * j + 1]) for j in range(count)]
+                record_attention_chunks(modality, chunks, args[scale] if isinstance(scale, int) else scale)
+
+            recorders.append(record)
+    outputs = None
+    if exposed:
+        names = [n.name for n in exposed]
+        gm = _copy_graph_module(gm)
+        by_name = {n.name: n for n in gm.graph.nodes}
+        outputs = _expose(gm, [by_name[name] for name in names])
+    return gm, recorders, outputs
+
+
+def _input_recorders(gm: GraphModule) -> list[Callable]:
+    """Returns recorders for input_ids seen by the decoder graph itself (text-only or fused forwards)."""
+    recorders: list[Callable] = []
     embedding = locate_embedding_tap(gm)
     if embedding is not None:
         ids_at, weight_at = embedding
@@ -60,32 +123,35 @@ def _recorders(gm: GraphModule) -> list[Callable[[tuple], None]]:
     tap = locate_tap(gm)
     if tap is not None:
         recorders.append(lambda args: record_modality_tap(args[tap.input_ids_index], tap.token_ids))
-    for kind, where in locate_encoder_taps(gm):
-        if kind == "audio_lengths":
-            recorders.append(lambda args, i=where[0]: record_audio_lengths(args[i]))
-        elif kind == "window_index":
-            recorders.append(lambda args, i=where[0]: record_window_index(args[i]))
-        else:
-            *pairs, scale_at, scale = where
-            modality = "audio" if kind == "audio_chunks" else "vision"
-
-            def record(args, pairs=tuple(pairs), scale_at=scale_at, scale=scale, modality=modality):
-                chunks = [(args[pairs[j]], args[pairs[j + 1]]) for j in range(0, len(pairs), 2)]
-                record_attention_chunks(modality, chunks, args[scale_at] if scale_at >= 0 else scale)
-
-            recorders.append(record)
     return recorders
 
 
 class _DecoderRunner:
     """Runs the rewritten decoder graph with a fresh SeatsCall per call."""
 
-    def __init__(self, rewritten: GraphModule, config: SeatsConfig, adapter, depth: int) -> None:
+    def __init__(self, rewritten: GraphModule, config: SeatsConfig, adapter, depth: int,
+                 recorders: list[Callable]) -> None:
         self.rewritten, self.config, self.adapter, self.depth = rewritten, config, adapter, depth
+        self.recorders = recorders
 
     def __call__(self, *args):
+        for record in self.recorders:
+            record(args)
         call = SeatsCall(self.config, self.adapter, self.depth, take_modality_tap(), take_encoder_taps())
         return self.rewritten(call, *args)
+
+
+class _UnprunedDecoder:
+    """A decoder graph locate could not explain: runs unchanged and says so in last_stats()."""
+
+    def __init__(self, compiled: Callable, reason: str) -> None:
+        self.compiled, self.reason = compiled, reason
+
+    def __call__(self, *args):
+        take_modality_tap()
+        take_encoder_taps()
+        set_last_stats(SeatsStats(pruned=False, skipped=self.reason))
+        return self.compiled(*args)
 
 
 class SeatsBackend:
@@ -94,27 +160,34 @@ class SeatsBackend:
     def __init__(self, options: Mapping[str, Any] | SeatsConfig | None = None) -> None:
         self.config = SeatsConfig.from_options(options)
         self.manager = SeatsPassManager(self.config)
+        self.decoder_compiles = 0  # how many decoder graphs Dynamo handed this backend (recompiles + 1)
+        _ensure_recompile_headroom()
+
+    def _lower(self, gm: GraphModule, example_inputs: list) -> Callable:
+        return _inductor(gm, example_inputs) if self.config.inductor else gm.forward
 
     def __call__(self, gm: GraphModule, example_inputs: list) -> Callable:
+        if family_of(gm) is None:
+            tapped, recorders, outputs = _tap_graph(gm)
+            compiled = self._lower(tapped, example_inputs)
+            return _TappedGraph(compiled, recorders, outputs) if recorders else compiled
+        # Dynamo reads the graph after the backend returns: rewrite a copy, never `gm` itself
+        working = _copy_graph_module(gm)
         try:
-            # Dynamo reads the graph after the backend returns: rewrite a copy, never `gm` itself
-            working = _copy_graph_module(gm) if _holds_decoder(gm) else gm
             plan = locate_decoder(working)
         except Unsupported as reason:
             if self.config.strict:
                 raise RuntimeError(f"seats (strict): cannot rewrite this decoder graph: {reason}") from None
             log.warning("seats: decoder graph left unpruned (compiled by Inductor unchanged): %s", reason)
-            plan = None
-        if plan is not None:
-            depth = len(plan.layers)
-            # resolving the stage plan here turns a bad layer choice into an error at compile time
-            SeatsCall(self.config, plan.adapter, depth, None, None)
-            rewritten = self.manager(working, plan)
-            log.info("seats: rewrote decoder graph with %d layers: %s", depth, ", ".join(plan.boundaries) or "no stage")
-            return _DecoderRunner(rewritten, self.config, plan.adapter, depth)
-        recorders = _recorders(gm)
-        compiled = _inductor(gm, example_inputs)
-        return _TappedGraph(compiled, recorders) if recorders else compiled
+            return _UnprunedDecoder(self._lower(gm, example_inputs), f"decoder graph not rewritten: {reason}")
+        depth = len(plan.layers)
+        recorders = _input_recorders(gm)
+        # resolving the stage plan here turns a bad layer choice into an error at compile time
+        SeatsCall(self.config, plan.adapter, depth, None, None)
+        rewritten = self.manager(working, plan)
+        self.decoder_compiles += 1
+        log.info("seats: rewrote decoder graph with %d layers: %s", depth, ", ".join(plan.boundaries) or "no stage")
+        return _DecoderRunner(rewritten, self.config, plan.adapter, depth, recorders)
 
 
 def seats(gm: GraphModule, example_inputs: list, **kwargs) -> Callable:

@@ -115,10 +115,13 @@ def record_modality_tap(input_ids: torch.Tensor, token_ids: dict[str, tuple[int,
 
 
 def record_embedding(input_ids: torch.Tensor, weight: torch.Tensor) -> None:
-    """Stores the input_ids and embedding weight an embedding-lookup graph just saw."""
+    """Stores the input_ids and embedding weight an embedding-lookup graph just saw. The lookup starts a
+    forward, so the stats of the previous call are cleared: a decoder that then runs outside seats
+    (e.g. Dynamo fell back to eager) leaves last_stats() at None instead of a stale record."""
     previous: ModalityTap | None = getattr(_local, "tap", None)
     token_ids = previous.token_ids if previous is not None else {}
     _local.tap = ModalityTap(input_ids, token_ids, weight)
+    _local.stats = None
 
 
 def take_modality_tap() -> ModalityTap | None:
@@ -128,7 +131,8 @@ def take_modality_tap() -> ModalityTap | None:
     return tap
 
 
-def set_last_stats(stats: SeatsStats) -> None:
+def set_last_stats(stats: SeatsStats | None) -> None:
+    """Replaces the stats of the last call (None clears them)."""
     _local.stats = stats
 
 

@@ -24,3 +24,18 @@ def tiny_thinker():
 
     torch.manual_seed(0)
     return Qwen2_5OmniThinkerForConditionalGeneration(tiny_qwen2_5_omni_config()).eval()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_seats_state():
+    """Each test starts without stats of an earlier call; Dynamo may hold many compiled variants."""
+    import torch._dynamo
+
+    from seats_fx.runtime import set_last_stats
+
+    # many option sets compile the same code objects; past these limits Dynamo reuses any cached graph,
+    # whichever backend built it (RUN_ONLY), and results would cross between option sets
+    torch._dynamo.config.recompile_limit = 256
+    torch._dynamo.config.accumulated_recompile_limit = 100_000
+    set_last_stats(None)
+    yield

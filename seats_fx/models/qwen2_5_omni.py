@@ -75,6 +75,7 @@ class Qwen2_5OmniAdapter:
     # encoder graphs (stage-1 weights): inputs named by Dynamo sources, and the attention graphs over
     # cu_seqlens chunks, told apart by their output projection's name
     audio_lengths_source = "L['feature_attention_mask']"
+    attention_mask_source = "L['attention_mask']"
     vision_window_index_source = "L['window_index']"
     audio_attention_projection = "_modules['out_proj']"
     vision_attention_projection = "_modules['proj']"

@@ -1,0 +1,186 @@
+"""backend="seats" against the eager reference, on a tiny random-weight Qwen2.5-Omni thinker."""
+
+import logging
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seats_fx import SeatsBackend, last_stats
+from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
+from seats_fx.reference import seats_forward
+from seats_fx.runtime import set_last_stats
+
+# the graph depends on these (block boundaries, fusion layer, stage switches); retention does not
+GRAPH_OPTIONS = [
+    dict(progressive_drop_layers=(3, 5), late_block_layer=7),
+    dict(progressive_drop_layers=(2,), late_block_layer=5),
+    dict(progressive_drop_layers=(4, 5, 6), late_block_layer=8, stage1=False),
+    dict(progressive_drop_layers=(1, 6), stage3=False),
+    dict(stage2=False, late_block_layer=4),
+]
+_compiled: dict = {}
+
+
+def compiled_model(model, options: dict, dynamic=None):
+    """One compiled wrapper per option set (compiling is the slow part; inputs vary freely)."""
+    key = (id(model), tuple(sorted(options.items())), dynamic)
+    if key not in _compiled:
+        backend = SeatsBackend(options)
+        _compiled[key] = (torch.compile(model, backend=backend, dynamic=dynamic), backend)
+    return _compiled[key]
+
+
+def run_compiled(model, inputs, options, dynamic=None):
+    compiled, backend = compiled_model(model, options, dynamic)
+    set_last_stats(None)
+    with torch.no_grad():
+        logits = compiled(**inputs).logits
+    stats = last_stats()
+    assert stats is not None, "the decoder graph did not run through the seats backend"
+    return logits, stats, backend
+
+
+def assert_matches_reference(model, inputs, options, atol=1e-4, dynamic=None):
+    logits, stats, _ = run_compiled(model, inputs, options, dynamic)
+    reference = seats_forward(model, inputs, options)
+    assert stats.pruned, stats.skipped
+    assert [(s, layer) for s, layer, _ in stats.stages] == [(r.stage, r.after_layer) for r in reference.stages]
+    for got, expected in zip(stats.stage_positions, reference.stages):
+        assert torch.equal(got, expected.kept_positions), f"{expected.stage} after layer {expected.after_layer}"
+    # the layers really ran on the pruned lengths (measured from the tensors, not from the plan)
+    assert stats.layer_tokens == [sum(c.values()) for c in reference.layer_counts]
+    assert stats.layer_counts == reference.layer_counts
+    kept = reference.kept_positions[0]
+    torch.testing.assert_close(logits[:, kept], reference.logits, atol=atol, rtol=0)
+    dropped = torch.ones(logits.shape[1], dtype=torch.bool)
+    dropped[kept] = False
+    assert bool((logits[:, dropped] == 0).all())
+    return stats
+
+
+# Each distinct clip structure (number of frames, of audio chunks) makes Dynamo trace the encoders' chunk
+# loops again, and each option set is a new compile: the default suite samples a few of both and varies
+# the clip content freely; the slow suite widens everything.
+few_clips = st.builds(ClipSpec, video_seconds=st.sampled_from([4, 8]), seed=st.integers(0, 10_000))
+OPTION_SETS = [dict(GRAPH_OPTIONS[0], retention=0.1), dict(GRAPH_OPTIONS[1], retention=0.3),
+               dict(GRAPH_OPTIONS[2], retention=0.05), dict(GRAPH_OPTIONS[3], video_retention=0.2,
+                                                             audio_retention=0.5)]
+clips = st.builds(ClipSpec, video_seconds=st.integers(1, 12), audio_seconds=st.sampled_from([None, 1.0, 3.5, 7.0]),
+                  seed=st.integers(0, 10_000))
+retentions = st.sampled_from([0.05, 0.1, 0.2, 0.3, 0.5, 0.7])
+
+
+@settings(max_examples=50)
+@given(options=st.sampled_from(OPTION_SETS), clip=few_clips)
+def test_kept_indices_and_logits_match_reference_without_inductor(tiny_thinker, options, clip):
+    options = dict(options, inductor=False)
+    assert_matches_reference(tiny_thinker, synthetic_clip_inputs(tiny_thinker.config, clip), options, dynamic=True)
+
+
+@pytest.mark.slow
+@settings(max_examples=200)
+@given(options=st.sampled_from(GRAPH_OPTIONS), retention=retentions, clip=clips)
+def test_kept_indices_and_logits_match_reference_without_inductor_wide(tiny_thinker, options, retention, clip):
+    options = dict(options, retention=retention, inductor=False)
+    assert_matches_reference(tiny_thinker, synthetic_clip_inputs(tiny_thinker.config, clip), options)
+
+
+@pytest.mark.slow
+@settings(max_examples=60)
+@given(options=st.sampled_from(GRAPH_OPTIONS), retention=retentions, clip=few_clips)
+def test_kept_indices_and_logits_match_reference_with_inductor(tiny_thinker, options, retention, clip):
+    options = dict(options, retention=retention)
+    assert_matches_reference(tiny_thinker, synthetic_clip_inputs(tiny_thinker.config, clip), options, dynamic=True)
+
+
+def test_inductor_matches_reference_and_recompiles_at_most_once_over_three_lengths(tiny_thinker):
+    options = dict(GRAPH_OPTIONS[0], retention=0.1)
+    for seconds in (4, 7, 10):
+        stats = assert_matches_reference(tiny_thinker, synthetic_clip_inputs(tiny_thinker.config,
+                                                                              ClipSpec(video_seconds=seconds)), options)
+        assert stats.layer_tokens[-1] == stats.input_counts["text"]
+    _, backend = compiled_model(tiny_thinker, options)
+    assert backend.decoder_compiles <= 2, f"{backend.decoder_compiles} decoder compiles for 3 lengths"
+
+
+def test_position_ids_passed_in_are_pruned_too(tiny_thinker):
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=6))
+    positions, _ = tiny_thinker.model.get_rope_index(
+        inputs["input_ids"], None, inputs["video_grid_thw"], inputs["attention_mask"], True,
+        inputs["feature_attention_mask"].sum(-1), inputs["video_second_per_grid"])
+    options = dict(GRAPH_OPTIONS[0], retention=0.2, inductor=False)
+    for rows in (positions, torch.cat([torch.arange(positions.shape[-1]).view(1, 1, -1), positions])):
+        compiled, _ = compiled_model(tiny_thinker, options)
+        with torch.no_grad():
+            logits = compiled(**inputs, position_ids=rows).logits
+        stats = last_stats()
+        reference = seats_forward(tiny_thinker, inputs, options)
+        assert stats.pruned and torch.equal(stats.kept_positions, reference.kept_positions)
+        torch.testing.assert_close(logits[:, -1], reference.last_logits, atol=1e-4, rtol=0)
+
+
+def test_keep_everything_equals_plain_inductor(tiny_thinker):
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4))
+    logits, stats, _ = run_compiled(tiny_thinker, inputs, dict(retention=1.0, stage3=False))
+    assert stats.pruned and stats.layer_tokens == [inputs["input_ids"].shape[1]] * 8
+    with torch.no_grad():
+        expected = torch.compile(tiny_thinker, backend="inductor")(**inputs).logits
+        eager = tiny_thinker(**inputs).logits
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(logits, eager, atol=1e-4, rtol=0)
+
+
+def test_text_only_prompt_is_left_unpruned(tiny_thinker):
+    ids = torch.randint(0, 900, (1, 20))
+    logits, stats, _ = run_compiled(tiny_thinker, {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+                                    dict(GRAPH_OPTIONS[0], inductor=False))
+    assert not stats.pruned and "no video or audio" in stats.skipped
+    with torch.no_grad():
+        expected = tiny_thinker(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
+
+
+def test_second_compile_with_other_options_obeys_them_without_cross_talk(tiny_thinker):
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=6))
+    first = dict(GRAPH_OPTIONS[1], retention=0.6, inductor=False)
+    second = dict(GRAPH_OPTIONS[0], retention=0.1, inductor=False)
+    for options in (first, second, first):
+        _, stats, _ = run_compiled(tiny_thinker, inputs, options)
+        reference = seats_forward(tiny_thinker, inputs, options)
+        assert stats.layer_counts == reference.layer_counts
+    assert SeatsBackend(first).manager.uuid() != SeatsBackend(second).manager.uuid()
+
+
+def test_unsupported_decoder_is_left_untouched_with_one_log_line(caplog):
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    from seats_fx.models.configs import TinySpec, tiny_qwen2_5_omni_config
+
+    config = tiny_qwen2_5_omni_config(TinySpec(num_layers=3))
+    config.text_config.use_sliding_window = True
+    config.text_config.sliding_window = 16
+    config.text_config.layer_types = ["full_attention", "sliding_attention", "full_attention"]
+    torch.manual_seed(0)
+    model = Qwen2_5OmniThinkerForConditionalGeneration(config).eval()
+    inputs = synthetic_clip_inputs(config, ClipSpec(video_seconds=2))
+    with caplog.at_level(logging.WARNING, logger="seats_fx"), torch.no_grad():
+        logits = torch.compile(model, backend=SeatsBackend({"inductor": False}))(**inputs).logits
+        expected = model(**inputs).logits
+    lines = [r.getMessage() for r in caplog.records if r.name == "seats_fx"]
+    assert len(lines) == 1 and "left unpruned" in lines[0] and "attention masks" in lines[0]
+    assert not last_stats().pruned and "attention masks" in last_stats().skipped
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="strict"), torch.no_grad():
+        torch.compile(model, backend=SeatsBackend({"inductor": False, "strict": True}))(**inputs)
+
+
+def test_bad_options_raise_with_the_known_ones(tiny_thinker):
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=2))
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="known options"), torch.no_grad():
+        torch.compile(tiny_thinker, backend="seats", options={"retension": 0.1})(**inputs)
+    with pytest.raises(Exception, match=r"late_block_layer must be in \[2, 8\]"), torch.no_grad():
+        torch.compile(tiny_thinker, backend="seats", options={"late_block_layer": 12})(**inputs)
