@@ -7,12 +7,17 @@ import inspect
 
 from torch.fx import GraphModule
 
+from seats_fx import call, stage_plan
 from seats_fx.config import SeatsConfig
-from seats_fx.passes import boundary, cleanup, partition, prune_blocks, select_before_llm, truncate_at_fusion
+from seats_fx.ops import budget, diversity, gather, relevance, schedule, stage_select
+from seats_fx.passes import (boundary, cleanup, locate, partition, prune_blocks, select_before_llm,
+                             truncate_at_fusion)
 from seats_fx.passes.plan import GraphPlan
 from seats_fx.stage_plan import StagePlan
 
-_PASS_MODULES = (boundary, select_before_llm, prune_blocks, truncate_at_fusion, cleanup, partition)
+# everything whose change can change a rewritten graph or what its selection nodes compute
+_SOURCES = (locate, boundary, select_before_llm, prune_blocks, truncate_at_fusion, cleanup, partition, call,
+            stage_plan, budget, diversity, gather, relevance, schedule, stage_select)
 
 
 class SeatsPassManager:
@@ -35,6 +40,6 @@ class SeatsPassManager:
     def uuid(self) -> str:
         """Returns a key that changes with any config field or any pass's source."""
         digest = hashlib.sha256(self.config.stable_hash().encode())
-        for module in _PASS_MODULES:
+        for module in _SOURCES:
             digest.update(inspect.getsource(module).encode())
         return digest.hexdigest()

@@ -19,8 +19,9 @@ def insert_begin(gm: GraphModule, plan: GraphPlan) -> GraphModule:
     return gm
 
 
-def select_before_llm(gm: GraphModule, plan: GraphPlan, cfg: SeatsConfig, token_weights=None) -> GraphModule:
-    """Inserts the stage-1 selection before layer 0 (a no-op when stage 1 is off)."""
+def select_before_llm(gm: GraphModule, plan: GraphPlan, cfg: SeatsConfig) -> GraphModule:
+    """Inserts the stage-1 selection before layer 0 (a no-op when stage 1 is off); its weights come from
+    the encoder taps of the same forward (SeatsCall.begin)."""
     if cfg.stage1:
         insert_boundary(gm, plan, 0, seats_select_stage1, ())
         plan.boundaries.append("stage1@0")
