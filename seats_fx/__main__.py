@@ -12,6 +12,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="tiny random-weight thinker on a synthetic clip: unpruned vs SEATS")
     demo.add_argument("--retention", type=float, default=None, help="sets video and audio retention (default 0.1)")
     demo.add_argument("--seconds", type=int, default=None, help="clip length in seconds (default 20)")
+    demo.add_argument("--compile", action="store_true",
+                      help='also run torch.compile(backend="seats") against plain Inductor (~90 s more)')
     args = parser.parse_args(argv)
     if args.command == "demo":
         import dataclasses
@@ -23,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
             spec = dataclasses.replace(spec, options=(("retention", args.retention),))
         if args.seconds is not None:
             spec = dataclasses.replace(spec, clip=dataclasses.replace(spec.clip, video_seconds=args.seconds))
+        if args.compile:
+            spec = dataclasses.replace(spec, compiled=True)
         run_demo(spec)
     return 0
 
