@@ -8,6 +8,11 @@ from seats_fx.config import SeatsConfig
 from seats_fx.ops.schedule import ModalitySchedule, count_at_level, scaled_layers, solve_schedule
 
 
+def stage1_counts(level: float, group_sizes: list[int]) -> int:
+    """Returns how many tokens stage 1 keeps over (window, modality) groups of the given sizes."""
+    return sum(count_at_level(level, size) for size in group_sizes)
+
+
 @dataclass(frozen=True)
 class StagePlan:
     """Stage boundaries (1-based decoder layers) and keep schedules of one config on one model.
@@ -47,6 +52,24 @@ class StagePlan:
             video=solve_schedule(config.video_retention, ratios["video"], drops, late, depth, config.drop_growth),
             audio=solve_schedule(config.audio_retention, ratios["audio"], drops, late, depth, config.drop_growth),
         )
+
+    def layer_token_counts(self, text: int, windows: list[tuple[int, int]], stage1: bool = True) -> list[int]:
+        """Returns the sequence length each decoder layer processes for a layout with `text` text tokens and
+        (video, audio) tokens per window. Exact: every stage keeps a host-known total (only stage 2's split
+        between the modalities depends on the data)."""
+        videos, audios = [v for v, _ in windows], [a for _, a in windows]
+        video_total, audio_total = sum(videos), sum(audios)
+        media = (stage1_counts(self.video.encoder_level, videos) + stage1_counts(self.audio.encoder_level, audios)) \
+            if stage1 else video_total + audio_total
+        lengths = []
+        for layer in range(1, self.depth + 1):
+            if self.late_block_layer is not None and layer >= self.late_block_layer:
+                media = 0
+            lengths.append(text + media)
+            if layer in self.drop_layers:
+                video_keep, audio_keep = self.stage2_keep(self.drop_layers.index(layer), video_total, audio_total)
+                media = min(media, (video_keep if video_total else 0) + (audio_keep if audio_total else 0))
+        return lengths
 
     def stage2_keep(self, step: int, video_count: int, audio_count: int) -> tuple[int, int]:
         """Returns (video_keep, audio_keep) after stage-2 step `step` for the pre-stage-1 counts given.

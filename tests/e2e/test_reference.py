@@ -102,3 +102,19 @@ def test_batch_above_one_is_rejected_clearly(tiny_thinker):
 def test_unknown_model_is_rejected_with_supported_families():
     with pytest.raises(ValueError, match="qwen2_5_omni"):
         seats_forward(torch.nn.Linear(2, 2), {}, SeatsConfig())
+
+
+@settings(max_examples=40)
+@given(st.integers(1, 10), st.floats(0.05, 0.6), st.floats(0.05, 0.6), st.booleans())
+def test_planned_layer_lengths_equal_what_the_reference_runs(tiny_thinker, seconds, video_retention,
+                                                              audio_retention, stage1):
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=seconds))
+    config = SeatsConfig(video_retention=video_retention, audio_retention=audio_retention, stage1=stage1,
+                         progressive_drop_layers=(3, 5), late_block_layer=7)
+    result = seats_forward(tiny_thinker, inputs, config)
+    layout = adapter_for(tiny_thinker).encode(inputs, 2.0).layout
+    windows = [(int(((layout.window[0] == w) & (layout.modality[0] == VIDEO)).sum()),
+                int(((layout.window[0] == w) & (layout.modality[0] == AUDIO)).sum()))
+               for w in range(layout.num_windows(0))]
+    text = int((layout.modality[0] == 0).sum())
+    assert result.plan.layer_token_counts(text, windows, stage1) == [sum(c.values()) for c in result.layer_counts]
