@@ -182,3 +182,17 @@ def test_bad_options_raise_with_the_known_ones(tiny_thinker):
         torch.compile(tiny_thinker, backend="seats", options={"retension": 0.1})(**inputs)
     with pytest.raises(Exception, match=r"late_block_layer must be in \[2, 8\]"), torch.no_grad():
         torch.compile(tiny_thinker, backend="seats", options={"late_block_layer": 12})(**inputs)
+
+
+def test_inputs_embeds_without_input_ids_is_left_unpruned_and_says_why(tiny_thinker):
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4))
+    embeds = tiny_thinker.get_input_embeddings()(inputs["input_ids"]).detach()
+    compiled, _ = compiled_model(tiny_thinker, dict(GRAPH_OPTIONS[0], inductor=False))
+    run_compiled(tiny_thinker, inputs, dict(GRAPH_OPTIONS[0], inductor=False))  # leaves a consumed tap behind
+    set_last_stats(None)
+    with torch.no_grad():
+        logits = compiled(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits
+        expected = tiny_thinker(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits
+    stats = last_stats()
+    assert not stats.pruned and "input_ids" in stats.skipped
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
