@@ -92,11 +92,12 @@ class SeatsCall:
         ids = self.tap.input_ids
         if tuple(ids.shape) != tuple(inputs_embeds.shape[:2]):
             return f"input_ids {tuple(ids.shape)} seen earlier do not match inputs_embeds {tuple(inputs_embeds.shape)}"
-        if self.tap.embed_weight is not None:
-            placeholder_ids = [t for ids_ in self.tap.token_ids.values() for t in ids_]
-            text = ~torch.isin(ids, torch.tensor(placeholder_ids, device=ids.device))
-            if not torch.equal(inputs_embeds[text], self.tap.embed_weight[ids[text]].to(inputs_embeds.dtype)):
-                return "the input_ids seen earlier do not belong to this call's inputs_embeds"
+        if self.tap.embed_weight is None:
+            return "no embedding lookup of these input_ids was seen, so they cannot be checked against inputs_embeds"
+        placeholder_ids = [t for ids_ in self.tap.token_ids.values() for t in ids_]
+        text = ~torch.isin(ids, torch.tensor(placeholder_ids, device=ids.device, dtype=ids.dtype))
+        if not torch.equal(inputs_embeds[text], self.tap.embed_weight[ids[text]].to(inputs_embeds.dtype)):
+            return "the input_ids seen earlier do not belong to this call's inputs_embeds"
         return None
 
     def _stage1_weights(self, ids: torch.Tensor, inputs_embeds: torch.Tensor) -> str | None:
