@@ -196,3 +196,10 @@ def test_inputs_embeds_without_input_ids_is_left_unpruned_and_says_why(tiny_thin
     stats = last_stats()
     assert not stats.pruned and "input_ids" in stats.skipped
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("clip", [ClipSpec(video_seconds=6, audio_seconds=0), ClipSpec(video_seconds=1)],
+                         ids=["video-without-audio", "half-window"])
+def test_partial_clips_match_reference(tiny_thinker, clip):
+    assert_matches_reference(tiny_thinker, synthetic_clip_inputs(tiny_thinker.config, clip),
+                             dict(GRAPH_OPTIONS[0], retention=0.2, inductor=False), dynamic=True)
