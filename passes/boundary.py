@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch.fx import GraphModule, Node
 
 from seats_fx.call import seats_gather, seats_gather_mask
+from seats_fx.passes.locate import SIZE_METHODS
 from seats_fx.passes.plan import GraphPlan
 
 GLUE = "seats_glue"  # node.meta flag: runs eagerly between Inductor pieces
@@ -36,7 +37,7 @@ def _replace_in_layers(plan: GraphPlan, start: int, old, new) -> None:
 
     for layer in plan.layers[start:]:
         for node in layer.nodes:
-            if isinstance(old, Node) or (node.op == "call_method" and node.target in ("view", "reshape", "expand")):
+            if isinstance(old, Node) or (node.op == "call_method" and node.target in SIZE_METHODS):
                 node.args, node.kwargs = swap(node.args), {k: swap(v) for k, v in node.kwargs.items()}
 
 

@@ -12,7 +12,7 @@ from seats_fx.passes.plan import GraphPlan, LayerNodes, TapPlan
 from seats_fx.models import ADAPTERS
 
 _SDPA = (torch._C._nn.scaled_dot_product_attention, torch.nn.functional.scaled_dot_product_attention)
-_SIZE_METHODS = {"view", "reshape", "expand"}
+SIZE_METHODS = ("view", "reshape", "expand")  # where a graph spells the sequence length inside layers
 
 
 class Unsupported(Exception):
@@ -261,7 +261,7 @@ def _check_literal_length(layers: list[LayerNodes], length: int) -> None:
     for layer in layers:
         for node in layer.nodes:
             ints = [a for a in _flat_args(node) if isinstance(a, int) and not isinstance(a, bool)]
-            if node.op == "call_method" and node.target in _SIZE_METHODS:
+            if node.op == "call_method" and node.target in SIZE_METHODS:
                 others.update(a for a in ints if a != length)
             elif length in ints and node.target not in (operator.getitem,):
                 raise Unsupported(f"layer {layer.index} uses the sequence length {length} outside a view/reshape "

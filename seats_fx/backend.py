@@ -75,9 +75,9 @@ def _expose(gm: GraphModule, nodes: list[Node]) -> int:
     return len(values)
 
 
-def _tap_graph(gm: GraphModule) -> tuple[GraphModule, list[Callable], int | None]:
-    """Returns the graph to compile (with extra outputs where a tap needs intermediate values), its
-    recorders, and the original output count (None when no output was added)."""
+def _input_recorders(gm: GraphModule) -> list[Callable]:
+    """Returns recorders of the input_ids (and embedding weight) a graph sees; every recorder takes
+    (runtime args, extra outputs)."""
     recorders: list[Callable] = []
     embedding = locate_embedding_tap(gm)
     if embedding is not None:
@@ -86,6 +86,13 @@ def _tap_graph(gm: GraphModule) -> tuple[GraphModule, list[Callable], int | None
     tap = locate_tap(gm)
     if tap is not None:
         recorders.append(lambda args, extras: record_modality_tap(args[tap.input_ids_index], tap.token_ids))
+    return recorders
+
+
+def _tap_graph(gm: GraphModule) -> tuple[GraphModule, list[Callable], int | None]:
+    """Returns the graph to compile (with extra outputs where a tap needs intermediate values), its
+    recorders, and the original output count (None when no output was added)."""
+    recorders = _input_recorders(gm)
     exposed: list[Node] = []
     for kind, where in locate_encoder_taps(gm):
         if kind == "audio_lengths":
@@ -113,19 +120,6 @@ def _tap_graph(gm: GraphModule) -> tuple[GraphModule, list[Callable], int | None
     return gm, recorders, outputs
 
 
-def _input_recorders(gm: GraphModule) -> list[Callable]:
-    """Returns recorders for input_ids seen by the decoder graph itself (text-only or fused forwards)."""
-    recorders: list[Callable] = []
-    embedding = locate_embedding_tap(gm)
-    if embedding is not None:
-        ids_at, weight_at = embedding
-        recorders.append(lambda args: record_embedding(args[ids_at], args[weight_at]))
-    tap = locate_tap(gm)
-    if tap is not None:
-        recorders.append(lambda args: record_modality_tap(args[tap.input_ids_index], tap.token_ids))
-    return recorders
-
-
 class _DecoderRunner:
     """Runs the rewritten decoder graph with a fresh SeatsCall per call."""
 
@@ -136,7 +130,7 @@ class _DecoderRunner:
 
     def __call__(self, *args):
         for record in self.recorders:
-            record(args)
+            record(args, ())
         call = SeatsCall(self.config, self.adapter, self.depth, take_modality_tap(), take_encoder_taps())
         return self.rewritten(call, *args)
 
@@ -181,10 +175,9 @@ class SeatsBackend:
             log.warning("seats: decoder graph left unpruned (compiled by Inductor unchanged): %s", reason)
             return _UnprunedDecoder(self._lower(gm, example_inputs), f"decoder graph not rewritten: {reason}")
         depth = len(plan.layers)
+        # text-only and fused forwards see input_ids in the decoder graph itself
         recorders = _input_recorders(gm)
-        # resolving the stage plan here turns a bad layer choice into an error at compile time
-        SeatsCall(self.config, plan.adapter, depth, None, None)
-        rewritten = self.manager(working, plan)
+        rewritten = self.manager(working, plan)  # resolves the stage plan: a bad layer choice fails here
         self.decoder_compiles += 1
         log.info("seats: rewrote decoder graph with %d layers: %s", depth, ", ".join(plan.boundaries) or "no stage")
         return _DecoderRunner(rewritten, self.config, plan.adapter, depth, recorders)
