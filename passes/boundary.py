@@ -41,6 +41,12 @@ def _replace_in_layers(plan: GraphPlan, start: int, old, new) -> None:
                 node.args, node.kwargs = swap(node.args), {k: swap(v) for k, v in node.kwargs.items()}
 
 
+def _single_sample(plan: GraphPlan) -> bool:
+    """True when the graph was traced for batch size 1 (Dynamo specialises size 1, so it stays 1)."""
+    embeds = plan.inputs_embeds.meta.get("example_value")
+    return embeds is not None and isinstance(embeds.shape[0], int) and embeds.shape[0] == 1
+
+
 def insert_boundary(gm: GraphModule, plan: GraphPlan, layer_index: int, select, select_args: tuple) -> Node:
     """Inserts `keep = select(seats_call, hidden, *select_args)` before layer `layer_index` (0-based) and
     re-points every per-token input of the later layers (residual stream, cos/sin, mask, sequence
@@ -52,8 +58,13 @@ def insert_boundary(gm: GraphModule, plan: GraphPlan, layer_index: int, select, 
         keep = _glue(gm.graph.call_function(select, (seats_call, hidden, *select_args)))
         kept_hidden = _glue(gm.graph.call_function(seats_gather, (hidden, keep, 1)))
         kept_per_token = [_glue(gm.graph.call_function(seats_gather, (node, keep, 1))) for node in plan.per_token]
-        kept_mask = _glue(gm.graph.call_function(seats_gather_mask, (plan.mask, keep))) \
-            if plan.mask is not None else None
+        kept_mask = None
+        if plan.mask is not None:
+            kept_mask = _glue(gm.graph.call_function(seats_gather_mask, (plan.mask, keep)))
+        elif not _single_sample(plan):
+            # causal attention without a mask: samples may keep different counts, so from here on the
+            # layers take an explicit mask that hides the entries filling shorter samples up
+            kept_mask = _glue(gm.graph.call_function(seats_gather_mask, (None, keep, kept_hidden)))
         new_length = gm.graph.call_method("size", (kept_hidden, 1))
     for node in layer.nodes:
         node.args = tuple(kept_hidden if a is hidden else a for a in node.args)
@@ -61,7 +72,11 @@ def insert_boundary(gm: GraphModule, plan: GraphPlan, layer_index: int, select, 
     for old, new in zip(plan.per_token, kept_per_token):
         _replace_in_layers(plan, layer_index, old, new)
     plan.per_token = kept_per_token
-    if kept_mask is not None:
+    if kept_mask is not None and plan.mask is None:
+        for later in plan.layers[layer_index:]:
+            later.attention.kwargs = {**later.attention.kwargs, "attn_mask": kept_mask, "is_causal": False}
+        plan.mask = kept_mask
+    elif kept_mask is not None:
         _replace_in_layers(plan, layer_index, plan.mask, kept_mask)
         plan.mask = kept_mask
     for old_length in (plan.seq_len if isinstance(plan.seq_len, list) else [plan.seq_len]):

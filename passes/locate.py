@@ -13,10 +13,15 @@ from seats_fx.models import ADAPTERS
 
 _SDPA = (torch._C._nn.scaled_dot_product_attention, torch.nn.functional.scaled_dot_product_attention)
 SIZE_METHODS = ("view", "reshape", "expand")  # where a graph spells the sequence length inside layers
+_METADATA_METHODS = ("numel", "size", "dim")
 
 
 class Unsupported(Exception):
     """The graph holds a decoder seats_fx recognises, but not in a shape it can rewrite soundly."""
+
+
+class ContinuedPrompt(Unsupported):
+    """A prompt over a KV cache that already holds tokens: never pruned, and wrong over a pruned cache."""
 
 
 def _class_name(kind) -> str:
@@ -96,7 +101,7 @@ def locate_tap(gm: GraphModule) -> TapPlan | None:
     return TapPlan(placeholders.index(ids_node), {k: tuple(sorted(v)) for k, v in token_ids.items()}, weight_index)
 
 
-def _source_name(node: Node) -> str:
+def source_name(node: Node) -> str:
     source = getattr(node.meta.get("grapharg"), "source", None)
     return str(source.name) if source is not None else ""
 
@@ -107,7 +112,7 @@ def locate_encoder_taps(gm: GraphModule) -> list[tuple[str, tuple]]:
     ("audio_chunks" | "vision_chunks", ((q node, k node), ..., scale)) for graphs that run an encoder
     attention over cu_seqlens chunks; scale is a float, a placeholder index, or None (head_dim ** -0.5)."""
     placeholders = _placeholders(gm)
-    names = [_source_name(p) for p in placeholders]
+    names = [source_name(p) for p in placeholders]
     found: list[tuple[str, tuple]] = []
     for adapter in ADAPTERS:
         for kind, source in (("audio_lengths", adapter.audio_lengths_source),
@@ -185,6 +190,7 @@ def locate_decoder(gm: GraphModule) -> GraphPlan | None:
         outside_inputs.append(external - {layer_input})
         previous_output = escaping[0]
 
+    cache = _cache_reads(layers, outside_inputs)
     first = layers[0]
     sdpa_masks = {layer.attention.kwargs.get("attn_mask", layer.attention.args[3]
                                              if len(layer.attention.args) > 3 else None) for layer in layers}
@@ -195,9 +201,16 @@ def locate_decoder(gm: GraphModule) -> GraphPlan | None:
                         if n is not mask and not (n.op == "placeholder" and (_is_parameter(n) or
                                                                              isinstance(_example(n), torch.SymInt)))
                         and _in_module(n, adapter.rotary_path_suffix)}, key=lambda n: n.name)
-    unknown = {n for ext in outside_inputs for n in ext} - set(per_token) - {mask} - {
+    known = set(per_token) | {mask} | {n for reads in cache for n in reads} | {
         n for n in _placeholders(gm) if _is_parameter(n) or isinstance(_example(n), torch.SymInt)}
+    unknown = {n for ext in outside_inputs for n in ext} - known
     unknown = {n for n in unknown if not _is_parameter(n)}
+    sizes = {n for n in unknown if isinstance(_example(n), torch.SymInt)}
+    if _example(first.input).shape[1] == 1:
+        # a decode step is never pruned: sizes it computes (the cache length + 1) stay as they are
+        unknown -= sizes
+    elif cache and sizes and unknown == sizes:
+        raise ContinuedPrompt("the KV cache already holds tokens (a continued prompt): only a prefill is pruned")
     if unknown:
         raise Unsupported(f"layers read values seats_fx does not know how to prune: {sorted(n.name for n in unknown)}")
     if len(per_token) != 2:
@@ -216,7 +229,7 @@ def locate_decoder(gm: GraphModule) -> GraphPlan | None:
                    and str(_example(p)) == str(length)]
         if not seq_len:
             raise Unsupported(f"cannot find the SymInt input spelling the sequence length {length}")
-    else:
+    elif seq_len != 1:  # one new token over a KV cache is a decode step: nothing to select, nothing rewritten
         _check_literal_length(layers, seq_len)
 
     norm_nodes = [n for n in gm.graph.nodes if n.op != "placeholder" and _in_module(n, adapter.final_norm_path_suffix)]
@@ -224,7 +237,35 @@ def locate_decoder(gm: GraphModule) -> GraphPlan | None:
     if len(finals) != 1:
         raise Unsupported("cannot find the final norm's output (one value leaving the final norm)")
     attention_mask = _padding_mask_input(gm, mask, adapter)
-    return GraphPlan(adapter, layers, first.input, positions, attention_mask, per_token, mask, seq_len, finals[0])
+    cache_writes = [n for layer in layers for n in layer.nodes
+                    if n.target is torch.cat and any(u.op == "output" for u in n.users)]
+    return GraphPlan(adapter, layers, first.input, positions, attention_mask, per_token, mask, seq_len, finals[0],
+                     cache, cache_writes)
+
+
+def _cache_reads(layers: list[LayerNodes], outside_inputs: list[set[Node]]) -> list[tuple[Node, ...]]:
+    """Returns, per layer, the past keys/values (DynamicCache tensors) it reads; () for all layers when
+    there is no cache. A layer may only extend them (torch.cat on the sequence dim), so they hold
+    exactly the tokens each layer processed."""
+    cache: list[tuple[Node, ...]] = []
+    for layer, external in zip(layers, outside_inputs):
+        members, reads = set(layer.nodes), []
+        for node in sorted(external, key=lambda n: n.name):
+            if node.op != "placeholder" or "past_key_values" not in source_name(node) \
+                    or not isinstance(_example(node), torch.Tensor):
+                continue  # a SymInt sizing the cache is read like any other size
+            for user in node.users:
+                if user.op == "call_method" and user.target in _METADATA_METHODS:
+                    continue  # get_seq_length() and friends: the cache's size, not its contents
+                dim = user.kwargs.get("dim", user.args[1] if len(user.args) > 1 else 0)
+                if not (user in members and user.target is torch.cat and dim in (-2, 2)):
+                    raise Unsupported(f"layer {layer.index} reads its KV cache {node.name} other than by extending "
+                                      f"it on the sequence dim ({user.format_node()})")
+            reads.append(node)
+        cache.append(tuple(reads))
+    if any(cache) and not all(cache):
+        raise Unsupported("some layers read a KV cache and others do not")
+    return cache if any(cache) else []
 
 
 def _rotary_positions(gm: GraphModule, adapter) -> Node:
@@ -249,7 +290,7 @@ def _padding_mask_input(gm: GraphModule, mask: Node | None, adapter) -> Node | N
         if node in seen:
             continue
         seen.add(node)
-        if node.op == "placeholder" and _source_name(node) == adapter.attention_mask_source:
+        if node.op == "placeholder" and source_name(node) == adapter.attention_mask_source:
             return node
         stack.extend(node.all_input_nodes)
     return None

@@ -7,17 +7,17 @@ import inspect
 
 from torch.fx import GraphModule
 
-from seats_fx import call, stage_plan
+from seats_fx import call, decode_step as decode_glue, stage_plan
 from seats_fx.config import SeatsConfig
 from seats_fx.ops import budget, diversity, gather, relevance, schedule, stage_select
-from seats_fx.passes import (boundary, cleanup, locate, partition, prune_blocks, select_before_llm,
-                             truncate_at_fusion)
+from seats_fx.passes import (align_cache, boundary, cleanup, decode_step, locate, partition, prune_blocks,
+                             select_before_llm, truncate_at_fusion)
 from seats_fx.passes.plan import GraphPlan
 from seats_fx.stage_plan import StagePlan
 
 # everything whose change can change a rewritten graph or what its selection nodes compute
-_SOURCES = (locate, boundary, select_before_llm, prune_blocks, truncate_at_fusion, cleanup, partition, call,
-            stage_plan, budget, diversity, gather, relevance, schedule, stage_select)
+_SOURCES = (locate, boundary, align_cache, select_before_llm, prune_blocks, truncate_at_fusion, decode_step, cleanup, partition,
+            call, decode_glue, stage_plan, budget, diversity, gather, relevance, schedule, stage_select)
 
 
 class SeatsPassManager:
@@ -34,6 +34,14 @@ class SeatsPassManager:
         gm = prune_blocks.prune_blocks(gm, plan, stages)
         gm = truncate_at_fusion.truncate_at_fusion(gm, plan, stages)
         gm = truncate_at_fusion.restore_output_length(gm, plan)
+        gm = align_cache.align_cache(gm, plan)
+        gm = cleanup.cleanup(gm)
+        return partition.partition(gm, use_inductor=self.config.inductor)
+
+    def decode_step(self, gm: GraphModule, plan: GraphPlan) -> GraphModule:
+        """Rewrites a one-token decoder graph over a KV cache (positions and per-layer masks that fit a
+        pruned cache) and partitions it; raises locate.Unsupported when its shape is not understood."""
+        gm = decode_step.rewrite_decode_step(gm, plan)
         gm = cleanup.cleanup(gm)
         return partition.partition(gm, use_inductor=self.config.inductor)
 

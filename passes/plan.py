@@ -39,7 +39,8 @@ class GraphPlan:
     rotary cos/sin); mask: the 4-D attention mask the layers use (None when attention is causal without
     a mask); seq_len: how the graph spells the sequence length inside layers (an int when traced
     static, else the SymInt placeholders carrying it); positions: the (3, B, L) TMRoPE position ids node;
-    final_hidden: the final norm's output (a graph output, or the lm_head's input when that is in the graph).
+    final_hidden: the final norm's output (a graph output, or the lm_head's input when that is in the graph);
+    cache: per layer, the KV-cache tensors (past keys, values) it concatenates new ones to ([] without a cache).
     """
 
     adapter: type
@@ -51,6 +52,8 @@ class GraphPlan:
     mask: Node | None
     seq_len: int | list[Node]
     final_hidden: Node
+    cache: list[tuple[Node, ...]] = field(default_factory=list)  # per layer: KV-cache tensors it extends
+    cache_writes: list[Node] = field(default_factory=list)  # keys/values the layers hand to a KV cache (outputs)
     # filled by the rewrite passes: the nodes that currently carry each per-token tensor
     boundaries: list[str] = field(default_factory=list)
 

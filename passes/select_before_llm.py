@@ -11,10 +11,12 @@ from seats_fx.passes.plan import GraphPlan
 
 
 def insert_begin(gm: GraphModule, plan: GraphPlan) -> GraphModule:
-    """Inserts the node that reads this call's layout (from the modality tap) before the first layer."""
+    """Inserts the node that reads this call's layout (from the modality tap) before the first layer; it
+    also sees the KV cache, since only a call over an empty cache (a prefill) may be pruned."""
     with gm.graph.inserting_before(plan.layers[0].nodes[0]):
         node = gm.graph.call_function(seats_begin, (call_node(gm), plan.inputs_embeds, plan.positions,
-                                                    plan.attention_mask))
+                                                    plan.attention_mask,
+                                                    tuple(n for reads in plan.cache for n in reads)))
         node.meta[GLUE] = True
     return gm
 

@@ -1,8 +1,11 @@
 """seats_fx: SEATS token selection for omni-modal LLMs (Qwen2.5-Omni, Qwen3-Omni) on top of torch.compile."""
 
 from seats_fx.backend import SeatsBackend, backend
+from seats_fx.compile_model import compile_model
 from seats_fx.config import SeatsConfig
 from seats_fx.runtime import SeatsStats, last_stats
 
-__all__ = ["SeatsBackend", "SeatsConfig", "SeatsStats", "backend", "last_stats"]
+compile = compile_model  # seats_fx.compile(model, options): forward() and generate() pruned
+
+__all__ = ["SeatsBackend", "SeatsConfig", "SeatsStats", "backend", "compile", "compile_model", "last_stats"]
 __version__ = "0.1.0"

@@ -10,12 +10,12 @@ from torch.fx import GraphModule, Node
 
 from seats_fx.call import SeatsCall
 from seats_fx.config import SeatsConfig
-from seats_fx.passes.locate import (Unsupported, family_of, locate_decoder, locate_embedding_tap,
+from seats_fx.passes.locate import (ContinuedPrompt, Unsupported, family_of, locate_decoder, locate_embedding_tap,
                                     locate_encoder_taps, locate_tap)
 from seats_fx.passes.manager import SeatsPassManager
-from seats_fx.runtime import (SeatsStats, record_attention_chunks, record_audio_lengths, record_embedding,
-                              record_modality_tap, record_window_index, set_last_stats, take_encoder_taps,
-                              take_modality_tap)
+from seats_fx.runtime import (SeatsStats, prefill_record, record_attention_chunks, record_audio_lengths,
+                              record_embedding, record_modality_tap, record_window_index, set_last_stats,
+                              set_prefill_record, take_encoder_taps, take_modality_tap)
 
 log = logging.getLogger("seats_fx")
 
@@ -136,15 +136,32 @@ class _DecoderRunner:
 
 
 class _UnprunedDecoder:
-    """A decoder graph locate could not explain: runs unchanged and says so in last_stats()."""
+    """A decoder graph locate could not explain: runs unchanged and says so in last_stats(). A continued
+    prompt is refused over a pruned cache (its layers hold different counts than transformers assumes)."""
+
+    def __init__(self, compiled: Callable, reason: str, continues_cache: bool = False) -> None:
+        self.compiled, self.reason, self.continues_cache = compiled, reason, continues_cache
+
+    def __call__(self, *args):
+        if self.continues_cache and prefill_record() is not None:
+            raise RuntimeError("seats: cannot continue a prompt over the pruned KV cache of the last prefill; "
+                               "start from an empty cache (or compile without seats for multi-turn caches)")
+        take_modality_tap()
+        take_encoder_taps()
+        set_last_stats(SeatsStats(pruned=False, skipped=self.reason))
+        set_prefill_record(None)
+        return self.compiled(*args)
+
+
+class _UnprunedDecodeStep:
+    """A decode-step graph seats could not rewrite: right over an unpruned cache, refused over a pruned one."""
 
     def __init__(self, compiled: Callable, reason: str) -> None:
         self.compiled, self.reason = compiled, reason
 
     def __call__(self, *args):
-        take_modality_tap()
-        take_encoder_taps()
-        set_last_stats(SeatsStats(pruned=False, skipped=self.reason))
+        if prefill_record() is not None:
+            raise RuntimeError(f"seats: cannot decode over the pruned KV cache of the last prefill: {self.reason}")
         return self.compiled(*args)
 
 
@@ -154,11 +171,28 @@ class SeatsBackend:
     def __init__(self, options: Mapping[str, Any] | SeatsConfig | None = None) -> None:
         self.config = SeatsConfig.from_options(options)
         self.manager = SeatsPassManager(self.config)
-        self.decoder_compiles = 0  # how many decoder graphs Dynamo handed this backend (recompiles + 1)
+        self.decoder_compiles = 0  # how many prompt decoder graphs Dynamo handed this backend (recompiles + 1)
+        self.decode_compiles = 0  # how many one-token decode-step graphs
         _ensure_recompile_headroom()
 
     def _lower(self, gm: GraphModule, example_inputs: list) -> Callable:
         return _inductor(gm, example_inputs) if self.config.inductor else gm.forward
+
+    def _decode_step(self, gm: GraphModule, working: GraphModule, plan, example_inputs: list) -> Callable:
+        """A one-token decoder call: nothing to select (last_stats() keeps the prefill's record); over a KV
+        cache it needs positions and layer masks that fit what the prefill kept."""
+        if not plan.cache:
+            return self._lower(gm, example_inputs)
+        try:
+            rewritten = self.manager.decode_step(working, plan)
+        except Unsupported as reason:
+            if self.config.strict:
+                raise RuntimeError(f"seats (strict): cannot rewrite this decode-step graph: {reason}") from None
+            log.warning("seats: decode-step graph compiled unchanged; it refuses a pruned KV cache: %s", reason)
+            return _UnprunedDecodeStep(self._lower(gm, example_inputs), str(reason))
+        self.decode_compiles += 1
+        log.info("seats: rewrote a decode-step graph with %d layers", len(plan.layers))
+        return rewritten.forward
 
     def __call__(self, gm: GraphModule, example_inputs: list) -> Callable:
         if family_of(gm) is None:
@@ -173,7 +207,10 @@ class SeatsBackend:
             if self.config.strict:
                 raise RuntimeError(f"seats (strict): cannot rewrite this decoder graph: {reason}") from None
             log.warning("seats: decoder graph left unpruned (compiled by Inductor unchanged): %s", reason)
-            return _UnprunedDecoder(self._lower(gm, example_inputs), f"decoder graph not rewritten: {reason}")
+            return _UnprunedDecoder(self._lower(gm, example_inputs), f"decoder graph not rewritten: {reason}",
+                                    isinstance(reason, ContinuedPrompt))
+        if plan.seq_len == 1:
+            return self._decode_step(gm, working, plan, example_inputs)
         depth = len(plan.layers)
         # text-only and fused forwards see input_ids in the decoder graph itself
         recorders = _input_recorders(gm)

@@ -14,10 +14,12 @@ import torch
 from seats_fx.config import SeatsConfig
 from seats_fx.models.layout import TEXT, build_token_layout
 from seats_fx.ops.budget import AUDIO, VIDEO
-from seats_fx.ops.gather import gather_square_mask, gather_tokens
+from seats_fx.ops.gather import (KeepIndex, causal_mask, gather_square_mask, gather_tokens, keep_for_samples,
+                                 mask_fillers)
 from seats_fx.ops.relevance import encoder_attention_received, text_query_relevance
 from seats_fx.ops.stage_select import stage1_keep_index, stage2_keep_index
-from seats_fx.runtime import EncoderTaps, ModalityTap, SeatsStats, set_last_stats
+from seats_fx.runtime import (EncoderTaps, ModalityTap, PrefillRecord, SeatsStats, prefill_record, set_last_stats,
+                              set_prefill_record)
 from seats_fx.stage_plan import StagePlan
 
 log = logging.getLogger("seats_fx")
@@ -52,24 +54,32 @@ class SeatsCall:
         self.token_weights: torch.Tensor | None = None
         self.active = False
         self.stats = SeatsStats()
-        self._boundary_lengths: list[tuple[int, int]] = []  # (first layer index after, length before gather)
+        # (first layer index after, length before gather, validity of those tokens)
+        self._boundary_lengths: list[tuple[int, int, torch.Tensor]] = []
 
     # ---- start: layout from the tap, checked against this call's inputs ------------------------------
-    def begin(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+    def begin(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor | None,
+              cache: tuple[torch.Tensor, ...] = ()) -> None:
         reason = self._why_not(inputs_embeds)
+        if any(past.numel() for past in cache):
+            if prefill_record() is not None:
+                raise RuntimeError("seats: cannot continue a prompt over the pruned KV cache of the last prefill; "
+                                   "start from an empty cache (or compile without seats for multi-turn caches)")
+            # scores and budgets cover this call's tokens only; cached tokens were selected (or not) before
+            reason = reason or "the KV cache already holds tokens (a continued prompt): only a prefill is pruned"
+
         batch, length = inputs_embeds.shape[:2]
+        # the padding mask also covers cached tokens when a cache is continued: this call's are the last
         self.valid = torch.ones(batch, length, dtype=torch.long, device=inputs_embeds.device) \
-            if attention_mask is None else attention_mask.long()
+            if attention_mask is None else attention_mask[:, -length:].long()
         self.positions = torch.arange(length, device=inputs_embeds.device).expand(batch, length)
         if reason is None:
             ids = self.tap.input_ids
-            layout = build_token_layout(ids, positions[0], attention_mask, self.tap.token_ids.get("video", ()),
+            layout = build_token_layout(ids, positions[0], self.valid, self.tap.token_ids.get("video", ()),
                                         self.tap.token_ids.get("audio", ()), self.tap.token_ids.get("image", ()),
                                         int(self.adapter.position_id_per_seconds * self.config.window_seconds))
             self.modality, self.window = layout.modality, layout.window
-            if batch != 1:
-                reason = f"batch {batch} > 1 is not pruned yet"
-            elif not bool((self.modality != TEXT).any()):
+            if not bool((self.modality != TEXT).any()):
                 reason = "no video or audio tokens in this call"
             elif self.config.stage1:
                 reason = self._stage1_weights(ids, inputs_embeds)
@@ -81,10 +91,15 @@ class SeatsCall:
         self.active = reason is None
         self.stats.pruned = self.active
         self.stats.input_counts = _counts(self.modality, self.valid)
-        self.video_count = self.stats.input_counts["video"]
-        self.audio_count = self.stats.input_counts["audio"]
-        self.num_windows = int(self.window.max()) + 1 if self.active else 0
+        real = self.valid > 0
+        self.video_counts = [int(n) for n in ((self.modality == VIDEO) & real).sum(1)]
+        self.audio_counts = [int(n) for n in ((self.modality == AUDIO) & real).sum(1)]
+        self.num_windows = [int(n) + 1 for n in self.window.amax(1)]
+        self.filler: torch.Tensor | None = None  # (B, K): entries that only fill a sample up to width K
         self.inputs_embeds = inputs_embeds
+        self.padded_prompt = not bool((self.valid > 0).all())
+        real = self.valid[None] > 0
+        self.next_position = positions.masked_fill(~real, -1).amax(dim=(0, 2)) + 1
 
     def _why_not(self, inputs_embeds: torch.Tensor) -> str | None:
         if self.tap is None:
@@ -119,7 +134,8 @@ class SeatsCall:
         groups = [g for g in groups if bool(g.any())]
         runs = [r for r in taps.vision_runs if r.chunks is not None][-len(groups):] if groups else []
         if len(runs) != len(groups):
-            return f"stage 1 needs {len(groups)} vision-tower runs, this forward exposed {len(runs)}"
+            return (f"stage 1 needs {len(groups)} vision-tower runs, this forward exposed {len(runs)} (generate() "
+                    "encodes images and videos outside the compiled forward: compile with seats_fx.compile(model))")
         for members, run in zip(groups, runs):
             patches = _received(run.chunks, run.scale)
             if patches.numel() != int(members.sum()) * self.adapter.spatial_merge_unit:
@@ -129,54 +145,98 @@ class SeatsCall:
         return None
 
     # ---- boundaries -------------------------------------------------------------------------------------
-    def _keep(self, stage: str, after_layer: int, keep: torch.Tensor) -> torch.Tensor:
-        self.positions = gather_tokens(self.positions, keep, 1)
-        self.modality = gather_tokens(self.modality, keep, 1)
-        self.window = gather_tokens(self.window, keep, 1)
-        self.valid = gather_tokens(self.valid, keep, 1)
+    def _keep(self, stage: str, after_layer: int, kept: list[torch.Tensor]) -> KeepIndex:
+        """Applies per-sample kept positions (real tokens only) to the per-token state; returns the index."""
+        kept = [k[self.valid[b, k] > 0] for b, k in enumerate(kept)]  # padding is never kept
+        keep = keep_for_samples(kept)
+        self.positions = gather_tokens(self.positions, keep.index, 1)
+        self.modality = gather_tokens(self.modality, keep.index, 1)
+        self.window = gather_tokens(self.window, keep.index, 1)
+        self.valid = gather_tokens(self.valid, keep.index, 1)
+        self.filler = keep.filler
+        if keep.filler is not None:
+            self.valid = self.valid.masked_fill(keep.filler, 0)
+            self.modality = self.modality.masked_fill(keep.filler, TEXT)
+            self.window = self.window.masked_fill(keep.filler, -1)
         counts = _counts(self.modality, self.valid)
         self.stats.stages.append((stage, after_layer, counts))
-        self.stats.stage_positions.append(self.positions)
+        self.stats.stage_positions.append(self._public_positions())
         return keep
+
+    def _public_positions(self) -> torch.Tensor:
+        """Returns the kept original positions, -1 where an entry only fills a sample up."""
+        return self.positions if self.filler is None else self.positions.masked_fill(self.filler, -1)
 
     def measured(self, first_layer_after: int, hidden: torch.Tensor) -> None:
         """Records the sequence length the layers before a boundary really processed."""
-        self._boundary_lengths.append((first_layer_after, int(hidden.shape[1])))
+        self._boundary_lengths.append((first_layer_after, int(hidden.shape[1]), self.valid))
 
-    def stage1(self, hidden: torch.Tensor) -> torch.Tensor:
+    def stage1(self, hidden: torch.Tensor) -> KeepIndex:
         levels = {VIDEO: self.plan.video.encoder_level, AUDIO: self.plan.audio.encoder_level}
-        keep = stage1_keep_index(hidden[0], self.token_weights[0], self.modality[0], self.window[0], levels)
-        return self._keep("stage1", 0, keep[None])
+        kept = [stage1_keep_index(hidden[b], self.token_weights[b], self.modality[b], self.window[b], levels)
+                for b in range(hidden.shape[0])]
+        return self._keep("stage1", 0, kept)
 
-    def stage2(self, layer_number: int, query: torch.Tensor, key: torch.Tensor, scale) -> torch.Tensor:
-        query_row = query[:, :, -1:]
+    def stage2(self, layer_number: int, query: torch.Tensor, key: torch.Tensor, scale) -> KeepIndex:
+        # each sample's query is its last real token (the sequence's last entry unless padded on the right)
+        last = (self.valid > 0).long().cumsum(1).argmax(1)
+        query_row = query.gather(2, last[:, None, None, None].expand(-1, query.shape[1], 1, query.shape[3]))
         scale = float(scale) if scale is not None else query.shape[-1] ** -0.5
         relevance = text_query_relevance(query_row, key, self.valid > 0, scale)
         step = self.plan.drop_layers.index(layer_number)
-        video_keep, audio_keep = self.plan.stage2_keep(step, self.video_count, self.audio_count)
-        keep = stage2_keep_index(relevance[0], self.modality[0], self.window[0], self.num_windows, video_keep,
-                                 audio_keep, self.config.window_temperature)
-        return self._keep("stage2", layer_number, keep[None])
+        kept = []
+        for b in range(query.shape[0]):
+            video_keep, audio_keep = self.plan.stage2_keep(step, self.video_counts[b], self.audio_counts[b])
+            kept.append(stage2_keep_index(relevance[b], self.modality[b], self.window[b], self.num_windows[b],
+                                          video_keep, audio_keep, self.config.window_temperature))
+        return self._keep("stage2", layer_number, kept)
 
-    def stage3(self, layer_number: int) -> torch.Tensor:
-        keep = torch.nonzero(self.modality[0] == TEXT).flatten()[None]
-        return self._keep("stage3", layer_number - 1, keep)
+    def stage3(self, layer_number: int) -> KeepIndex:
+        kept = [torch.nonzero(self.modality[b] == TEXT).flatten() for b in range(self.modality.shape[0])]
+        return self._keep("stage3", layer_number - 1, kept)
 
     def finish(self, hidden: torch.Tensor) -> torch.Tensor:
         """Returns the final hidden states at full length (rows of pruned tokens are zero); records stats."""
-        self._boundary_lengths.append((self.plan.depth, int(hidden.shape[1])))
-        lengths, start = [], 0
-        for end, length in self._boundary_lengths:
+        self._boundary_lengths.append((self.plan.depth, int(hidden.shape[1]), self.valid))
+        lengths, valid, start = [], [], 0
+        for end, length, entering in self._boundary_lengths:
             lengths += [length] * (end - start)
+            valid += [entering > 0] * (end - start)
             start = end
         self.stats.layer_tokens = lengths
         self.stats.layer_counts = self._layer_counts()
-        self.stats.kept_positions = self.positions
+        self.stats.kept_positions = self._public_positions()
         set_last_stats(self.stats)
-        if hidden.shape[1] == self.inputs_embeds.shape[1]:
+        padded = any(not bool(v.all()) for v in valid)
+        set_prefill_record(PrefillRecord(self.inputs_embeds.shape[1], lengths, valid if padded else None,
+                                         self.next_position) if self.active else None)
+        length = self.inputs_embeds.shape[1]
+        if hidden.shape[1] == length and self.filler is None:
             return hidden
-        full = hidden.new_zeros(hidden.shape[0], self.inputs_embeds.shape[1], hidden.shape[2])
-        return full.scatter(1, self.positions[:, :, None].expand(-1, -1, hidden.shape[2]), hidden)
+        # fillers go to a spare row past the end, which is then cut off
+        target = self.positions if self.filler is None else self.positions.masked_fill(self.filler, length)
+        full = hidden.new_zeros(hidden.shape[0], length + 1, hidden.shape[2])
+        return full.scatter(1, target[:, :, None].expand(-1, -1, hidden.shape[2]), hidden)[:, :length]
+
+    def align_cache(self, layer_of: tuple[int, ...], written: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Returns the keys/values the layers hand to the KV cache, all at one width when the prompt is padded.
+
+        With padding, transformers builds a decode step's mask from its 2-D padding mask once, sized by
+        layer 0's cache, for all layers; layers that cached different counts cannot share it. So each
+        layer's entries are filled up at the front (zeros, recorded as not valid) to the widest layer's
+        count; the decode step then gives each layer its own mask over them.
+        """
+        record = prefill_record()
+        if not self.active or not self.padded_prompt or record is None:
+            return written
+        width = max(t.shape[-2] for t in written)
+        aligned = tuple(torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0)) for t in written)
+        valid = record.layer_valid or [torch.ones(self.valid.shape[0], n, dtype=torch.bool, device=self.valid.device)
+                                       for n in record.layer_lengths]
+        missing = [width - n for n in record.layer_lengths]
+        valid = [torch.nn.functional.pad(v, (m, 0), value=False) for v, m in zip(valid, missing)]
+        set_prefill_record(PrefillRecord(record.input_length, [width] * len(valid), valid, record.next_position))
+        return aligned
 
     def _layer_counts(self) -> list[dict[str, int]]:
         counts, current = [], dict(self.stats.input_counts)
@@ -192,8 +252,8 @@ class SeatsCall:
 
 
 # ---- functions the rewritten graph calls (FX call_function targets) -----------------------------------
-def seats_begin(call: SeatsCall, inputs_embeds, positions, attention_mask) -> None:
-    call.begin(inputs_embeds, positions, attention_mask)
+def seats_begin(call: SeatsCall, inputs_embeds, positions, attention_mask, cache=()) -> None:
+    call.begin(inputs_embeds, positions, attention_mask, cache)
 
 
 def seats_select_stage1(call: SeatsCall, hidden):
@@ -217,13 +277,28 @@ def seats_select_stage3(call: SeatsCall, hidden, layer_number: int):
     return call.stage3(layer_number)
 
 
-def seats_gather(value, keep, dim: int):
-    return value if keep is None else gather_tokens(value, keep, dim)
+def seats_gather(value, keep: KeepIndex | None, dim: int):
+    return value if keep is None else gather_tokens(value, keep.index, dim)
 
 
-def seats_gather_mask(mask, keep):
-    return mask if keep is None or mask is None else gather_square_mask(mask, keep)
+def seats_gather_mask(mask, keep: KeepIndex | None, kept_hidden=None):
+    """Returns the mask of the kept tokens. kept_hidden is given where the graph had no mask (causal
+    attention) and the layers after this boundary now take an explicit one: samples of a batch may
+    keep different counts, so filler entries must be masked."""
+    if mask is None:
+        if kept_hidden is None:
+            return None
+        mask = causal_mask(kept_hidden.shape[0], kept_hidden.shape[1], kept_hidden.device)
+        return mask if keep is None or keep.filler is None else mask_fillers(mask, keep.filler)
+    if keep is None:
+        return mask
+    kept = gather_square_mask(mask, keep.index)
+    return kept if keep.filler is None else mask_fillers(kept, keep.filler)
 
 
 def seats_finish(call: SeatsCall, hidden):
     return call.finish(hidden)
+
+
+def seats_align_cache(call: SeatsCall, layer_of: tuple[int, ...], *written):
+    return call.align_cache(layer_of, written)

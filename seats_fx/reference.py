@@ -89,8 +89,9 @@ def seats_forward(model: nn.Module, inputs: dict, config: SeatsConfig | dict | N
 
 
 @torch.no_grad()
-def seats_decode(adapter, encoded: EncodedPrompt, config: SeatsConfig) -> SeatsResult:
-    """Returns SEATS over the decoder for an already encoded prompt (stages 1-3, then norm + lm_head)."""
+def seats_decode(adapter, encoded: EncodedPrompt, config: SeatsConfig, cache=None) -> SeatsResult:
+    """Returns SEATS over the decoder for an already encoded prompt (stages 1-3, then norm + lm_head);
+    with a transformers Cache, each layer appends the keys/values of the tokens it processed."""
     batch = encoded.inputs_embeds.shape[0]
     if batch != 1:
         raise NotImplementedError(f"the eager SEATS reference runs one sample at a time for now, got batch {batch}")
@@ -126,7 +127,7 @@ def seats_decode(adapter, encoded: EncodedPrompt, config: SeatsConfig) -> SeatsR
         mask = adapter.causal_mask(state.hidden, state.attention_mask)
         result.layer_positions.append(state.positions)
         result.layer_counts.append(_counts(state.modality))
-        state.hidden = adapter.run_layer(layer, state.hidden, mask, state.cos, state.sin)
+        state.hidden = adapter.run_layer(layer, state.hidden, mask, state.cos, state.sin, cache)
         if relevance is not None:
             step = plan.drop_layers.index(number)
             video_keep, audio_keep = plan.stage2_keep(step, video_count, audio_count)
@@ -138,3 +139,46 @@ def seats_decode(adapter, encoded: EncodedPrompt, config: SeatsConfig) -> SeatsR
     result.logits = adapter.logits(state.hidden)
     result.kept_positions = state.positions
     return result
+
+
+@dataclass
+class GenerationResult:
+    """Greedy decoding after a SEATS prefill: tokens (B, N) generated, the prefill's record, and the KV
+    cache (each layer holds what it processed in the prefill, then every generated token but the last)."""
+
+    tokens: torch.Tensor
+    prefill: SeatsResult
+    cache: object
+
+
+@torch.no_grad()
+def seats_generate(model: nn.Module, inputs: dict, config: SeatsConfig | dict | None = None,
+                   max_new_tokens: int = 8, eos_token_ids: tuple[int, ...] = ()) -> GenerationResult:
+    """Returns greedy tokens after a SEATS prefill, decoding one token at a time with the model's layers.
+
+    Generated token t (0-based) gets TMRoPE position max(prompt positions) + 1 + t on all three axes, as the
+    unpruned model gives it; decoding stops after max_new_tokens or once every sample produced an eos id.
+    """
+    config = SeatsConfig.from_options(config)
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    adapter = adapter_for(model)
+    encoded = adapter.encode(inputs, config.window_seconds)
+    cache = adapter.new_cache()
+    prefill = seats_decode(adapter, encoded, config, cache)
+    real = encoded.attention_mask[None].bool()
+    next_position = encoded.position_ids.masked_fill(~real, -1).amax(dim=(0, 2)) + 1
+    token = prefill.last_logits.argmax(-1)
+    tokens, finished = [token], torch.isin(token, torch.tensor(eos_token_ids, dtype=token.dtype))
+    for step in range(1, max_new_tokens):
+        if bool(finished.all()):
+            break
+        hidden = adapter.embed(token[:, None])
+        positions = (next_position + step - 1).view(1, -1, 1).expand(3, -1, 1)
+        cos, sin = adapter.rotary(hidden, positions)
+        for layer in range(adapter.depth):
+            hidden = adapter.run_layer(layer, hidden, None, cos, sin, cache)
+        token = adapter.logits(hidden)[:, -1].argmax(-1)
+        tokens.append(token)
+        finished |= torch.isin(token, torch.tensor(eos_token_ids, dtype=token.dtype))
+    return GenerationResult(torch.stack(tokens, dim=1), prefill, cache)

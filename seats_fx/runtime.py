@@ -50,6 +50,22 @@ class SeatsStats:
 
 
 @dataclass
+class PrefillRecord:
+    """What a pruned prefill left in each decoder layer's KV cache, for the decode steps that extend it.
+
+    input_length: tokens of the prompt; layer_lengths[l]: tokens layer l cached (padded width for
+    batch > 1); layer_valid[l]: (B, layer_lengths[l]) bool, False for padding entries, or None when
+    every cached entry is a real token; next_position: (B,) the TMRoPE position of the first generated
+    token, as the unpruned model gives it.
+    """
+
+    input_length: int
+    layer_lengths: list[int]
+    layer_valid: list[torch.Tensor] | None
+    next_position: torch.Tensor
+
+
+@dataclass
 class VisionRun:
     """One vision-tower call: its window permutation and the last block's attention chunks (q, k)."""
 
@@ -117,11 +133,13 @@ def record_modality_tap(input_ids: torch.Tensor, token_ids: dict[str, tuple[int,
 def record_embedding(input_ids: torch.Tensor, weight: torch.Tensor) -> None:
     """Stores the input_ids and embedding weight an embedding-lookup graph just saw. The lookup starts a
     forward, so the stats of the previous call are cleared: a decoder that then runs outside seats
-    (e.g. Dynamo fell back to eager) leaves last_stats() at None instead of a stale record."""
+    (e.g. Dynamo fell back to eager) leaves last_stats() at None instead of a stale record. One-token
+    lookups (generate()'s decode steps) keep them: after generate(), last_stats() describes the prefill."""
     previous: ModalityTap | None = getattr(_local, "tap", None)
     token_ids = previous.token_ids if previous is not None else {}
     _local.tap = ModalityTap(input_ids, token_ids, weight)
-    _local.stats = None
+    if input_ids.shape[-1] > 1:  # a decode step's one-token lookup keeps the prefill's stats
+        _local.stats = None
 
 
 def take_modality_tap() -> ModalityTap | None:
@@ -137,5 +155,16 @@ def set_last_stats(stats: SeatsStats | None) -> None:
 
 
 def last_stats() -> SeatsStats | None:
-    """Returns what the seats backend did in the last decoder call on this thread (None before any)."""
+    """Returns what the seats backend did in the last prompt (decoder call over more than one token) on this
+    thread, None before any; decode steps of generate() leave it as the prefill set it."""
     return getattr(_local, "stats", None)
+
+
+def set_prefill_record(record: PrefillRecord | None) -> None:
+    """Stores what the last prefill on this thread left in the KV cache (None: an unpruned cache)."""
+    _local.prefill = record
+
+
+def prefill_record() -> PrefillRecord | None:
+    """Returns the record of the last prefill on this thread, or None."""
+    return getattr(_local, "prefill", None)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import Qwen2_5OmniThinkerConfig, Qwen3OmniMoeThinkerConfig
+from transformers import Qwen2_5OmniConfig, Qwen2_5OmniThinkerConfig, Qwen3OmniMoeThinkerConfig
 
 # Real special-token ids of the Qwen2.5-Omni / Qwen3-Omni tokenizer.
 REAL_TOKEN_IDS = {
-    "im_start": 151644, "im_end": 151645, "audio": 151646, "audio_bos": 151647, "audio_eos": 151648,
+    "pad": 151643, "im_start": 151644, "im_end": 151645, "audio": 151646, "audio_bos": 151647, "audio_eos": 151648,
     "vision_bos": 151652, "vision_eos": 151653, "image": 151655, "video": 151656,
 }
 _FIRST_SPECIAL = 151643
@@ -76,6 +76,29 @@ def tiny_qwen2_5_omni_config(spec: TinySpec = TinySpec()) -> Qwen2_5OmniThinkerC
     config.vision_start_token_id = ids["vision_bos"]
     config.vision_end_token_id = ids["vision_eos"]
     return config
+
+
+def tiny_qwen2_5_omni_full_config(spec: TinySpec = TinySpec()) -> Qwen2_5OmniConfig:
+    """Returns a full Qwen2.5-Omni config (thinker + talker + token2wav), every part tiny."""
+    thinker = tiny_qwen2_5_omni_config(spec)
+    talker = dict(
+        vocab_size=1024, embedding_size=spec.hidden_size, hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size, num_hidden_layers=2, num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads, head_dim=spec.hidden_size // spec.num_heads,
+        audio_token_index=thinker.audio_token_id, image_token_index=thinker.image_token_id,
+        video_token_index=thinker.video_token_id, vision_start_token_id=thinker.vision_start_token_id,
+        audio_start_token_id=thinker.audio_start_token_id, tts_codec_start_token_id=1000,
+        tts_codec_end_token_id=1001, tts_codec_pad_token_id=1002, tts_codec_mask_token_id=1003,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                         "mrope_section": _mrope_section(spec.hidden_size // spec.num_heads)})
+    token2wav = dict(
+        dit_config=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, head_dim=32, ff_mult=2, emb_dim=32,
+                        enc_emb_dim=32, enc_dim=32, enc_channels=[32, 32, 32, 32, 64], enc_attention_channels=16,
+                        enc_res2net_scale=2, enc_se_channels=16, repeats=1, num_embeds=1024, mel_dim=80),
+        bigvgan_config=dict(mel_dim=80, upsample_initial_channel=32, resblock_kernel_sizes=[3],
+                            resblock_dilation_sizes=[[1, 3, 5]], upsample_rates=[5, 3, 2, 2, 2, 2],
+                            upsample_kernel_sizes=[11, 7, 4, 4, 4, 4]))
+    return Qwen2_5OmniConfig(thinker_config=thinker.to_dict(), talker_config=talker, token2wav_config=token2wav)
 
 
 def tiny_qwen3_omni_moe_config(spec: TinySpec = TinySpec()) -> Qwen3OmniMoeThinkerConfig:

@@ -8,6 +8,7 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from transformers.cache_utils import DynamicCache
 from transformers.masking_utils import create_causal_mask
 from transformers.models.qwen2_5_omni import modeling_qwen2_5_omni as hf
 from transformers.vision_utils import get_vision_window_index
@@ -221,10 +222,20 @@ class Qwen2_5OmniAdapter:
         return create_causal_mask(config=self.language_model.config, inputs_embeds=hidden,
                                   attention_mask=attention_mask, past_key_values=None, position_ids=None)
 
-    def run_layer(self, index: int, hidden: torch.Tensor, mask, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Returns the output of decoder layer `index` (0-based), called as the text model calls it."""
+    def run_layer(self, index: int, hidden: torch.Tensor, mask, cos: torch.Tensor, sin: torch.Tensor,
+                  cache=None) -> torch.Tensor:
+        """Returns the output of decoder layer `index` (0-based), called as the text model calls it; with a
+        transformers Cache, the layer appends its keys/values to it."""
         return self.decoder_layers[index](hidden, attention_mask=mask, position_embeddings=(cos, sin),
-                                          position_ids=None, past_key_values=None, use_cache=False)
+                                          position_ids=None, past_key_values=cache, use_cache=cache is not None)
+
+    def new_cache(self):
+        """Returns an empty KV cache of the kind generate() uses."""
+        return DynamicCache(config=self.language_model.config)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Returns the token embeddings of text ids (B, L) -> (B, L, D)."""
+        return self.thinker.model.get_input_embeddings()(input_ids)
 
     def text_query_parts(self, index: int, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                          query_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:

@@ -114,3 +114,79 @@ def synthetic_clip_inputs(config, clip: ClipSpec = ClipSpec()) -> dict[str, torc
         mask[:, :mel_frames] = 1
         inputs.update(input_features=features, feature_attention_mask=mask, use_audio_in_video=True)
     return inputs
+
+
+def batch_inputs(samples: list[dict[str, torch.Tensor]], pad_id: int, padding_side: str = "left") -> dict:
+    """Returns one batch of single-sample forward() kwargs, as the processor batches them: token ids and
+    attention masks padded to the longest prompt on `padding_side`, media tensors concatenated in order."""
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    if any(s["input_ids"].shape[0] != 1 for s in samples):
+        raise ValueError("batch_inputs takes single-sample inputs")
+    width = max(s["input_ids"].shape[1] for s in samples)
+    ids, masks = [], []
+    for sample in samples:
+        missing = width - sample["input_ids"].shape[1]
+        pad = (missing, 0) if padding_side == "left" else (0, missing)
+        ids.append(torch.nn.functional.pad(sample["input_ids"], pad, value=pad_id))
+        masks.append(torch.nn.functional.pad(sample["attention_mask"], pad, value=0))
+    batch = {"input_ids": torch.cat(ids), "attention_mask": torch.cat(masks)}
+    for key in ("pixel_values_videos", "video_grid_thw", "video_second_per_grid", "pixel_values", "image_grid_thw",
+                "input_features", "feature_attention_mask"):
+        parts = [s[key] for s in samples if key in s]
+        if parts and len(parts) != len(samples) and key in ("input_features", "feature_attention_mask"):
+            raise ValueError("batch_inputs needs every sample with audio or none (the processor's layout)")
+        if parts:
+            batch[key] = torch.cat(parts)
+    if any(s.get("use_audio_in_video") for s in samples):
+        batch["use_audio_in_video"] = True
+    return batch
+
+
+def _special_ids(config) -> dict[str, int]:
+    vocab = config.text_config.vocab_size
+    ids = token_ids_for_vocab(vocab) if vocab <= 151643 else token_ids_for_vocab(152064)
+    ids.update(video=config.video_token_id, audio=config.audio_token_id, image=config.image_token_id,
+               audio_bos=config.audio_start_token_id, vision_bos=config.vision_start_token_id)
+    return ids
+
+
+def _chat(ids: dict[str, int], media: list[int], gen: torch.Generator, vocab: int, question_tokens: int = 10):
+    text = lambda n: torch.randint(0, min(vocab, 151643) - 64, (n,), generator=gen).tolist()
+    prompt = [ids["im_start"], *text(12), ids["im_end"], ids["im_start"], *text(2), *media, *text(question_tokens),
+              ids["im_end"], ids["im_start"], *text(2)]
+    return {"input_ids": torch.tensor([prompt]), "attention_mask": torch.ones(1, len(prompt), dtype=torch.long)}
+
+
+def synthetic_image_inputs(config, height: int = 112, width: int = 112, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Returns forward() kwargs of a chat prompt with one image (pixel_values, image_grid_thw), laid out as
+    the processor lays it out: vision_bos, image tokens, vision_eos."""
+    vision = config.vision_config
+    patch, merge = vision.patch_size, vision.spatial_merge_size
+    if height % (patch * merge) or width % (patch * merge):
+        raise ValueError(f"image size must be a multiple of patch*merge={patch * merge}, got {height}x{width}")
+    ids, gen = _special_ids(config), torch.Generator().manual_seed(seed)
+    grid = (1, height // patch, width // patch)  # an image is one temporal patch (its frame repeated)
+    media = [ids["vision_bos"], *[ids["image"]] * (grid[1] * grid[2] // merge ** 2), ids["vision_eos"]]
+    inputs = _chat(ids, media, gen, config.text_config.vocab_size)
+    patch_dim = vision.in_channels * vision.temporal_patch_size * patch * patch
+    inputs.update(pixel_values=torch.randn(grid[1] * grid[2], patch_dim, generator=gen), image_grid_thw=torch.tensor([grid]))
+    return inputs
+
+
+def synthetic_audio_inputs(config, seconds: float = 6.0, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Returns forward() kwargs of a chat prompt with one audio clip (no video): audio_bos, audio tokens,
+    audio_eos, with Whisper-shaped input_features padded to 30 s."""
+    ids, gen = _special_ids(config), torch.Generator().manual_seed(seed)
+    mel_frames = int(round(seconds * MEL_FRAMES_PER_SECOND))
+    if mel_frames < 4:
+        raise ValueError(f"audio of {seconds} s is too short for one audio token")
+    media = [ids["audio_bos"], *[ids["audio"]] * audio_tokens_for_frames(mel_frames), ids["audio_eos"]]
+    inputs = _chat(ids, media, gen, config.text_config.vocab_size)
+    padded = max(WHISPER_PADDED_FRAMES, mel_frames)
+    features = torch.zeros(1, config.audio_config.num_mel_bins, padded)
+    features[..., :mel_frames] = torch.randn(1, config.audio_config.num_mel_bins, mel_frames, generator=gen)
+    mask = torch.zeros(1, padded, dtype=torch.long)
+    mask[:, :mel_frames] = 1
+    inputs.update(input_features=features, feature_attention_mask=mask)
+    return inputs

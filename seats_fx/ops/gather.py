@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
@@ -28,3 +30,47 @@ def gather_square_mask(mask: torch.Tensor, keep_index: torch.Tensor) -> torch.Te
     kept = keep_index.shape[1]
     rows = mask.gather(2, keep_index[:, None, :, None].expand(batch, heads, kept, length))
     return rows.gather(3, keep_index[:, None, None, :].expand(batch, heads, kept, kept))
+
+
+@dataclass(frozen=True)
+class KeepIndex:
+    """What one stage keeps: positions (B, K) into the sequence entering it, sorted per sample.
+
+    Samples that keep fewer than K tokens are filled at the front: where `filler` (B, K) is True the entry
+    repeats the sample's first kept position and stands for nothing (masked as a key, dropped from the
+    outputs). filler is None when every sample keeps K tokens.
+    """
+
+    index: torch.Tensor
+    filler: torch.Tensor | None = None
+
+
+def keep_for_samples(kept: list[torch.Tensor]) -> KeepIndex:
+    """Returns one KeepIndex from per-sample sorted positions of different lengths."""
+    width = max(k.numel() for k in kept)
+    if all(k.numel() == width for k in kept):
+        return KeepIndex(torch.stack(kept))
+    rows, fillers = [], []
+    for k in kept:
+        missing = width - k.numel()
+        first = k[:1] if k.numel() else torch.zeros(1, dtype=torch.long, device=k.device)
+        rows.append(torch.cat([first.expand(missing), k]))
+        fillers.append(torch.arange(width, device=k.device) < missing)
+    return KeepIndex(torch.stack(rows), torch.stack(fillers))
+
+
+def mask_fillers(mask: torch.Tensor, filler: torch.Tensor) -> torch.Tensor:
+    """Returns a (B, h, K, K) mask (bool: True attends; float: additive) in which no query attends a filler
+    key and each filler query attends only itself (a row with no key at all would give NaN)."""
+    eye = torch.eye(filler.shape[1], dtype=torch.bool, device=filler.device)
+    rows, cols = filler[:, None, :, None], filler[:, None, None, :]
+    if mask.dtype == torch.bool:
+        return torch.where(rows, eye, mask & ~cols)
+    low = torch.tensor(torch.finfo(mask.dtype).min, dtype=mask.dtype, device=mask.device)
+    zero = torch.zeros((), dtype=mask.dtype, device=mask.device)
+    return torch.where(rows, torch.where(eye, zero, low), torch.where(cols, low, mask))
+
+
+def causal_mask(batch: int, length: int, device) -> torch.Tensor:
+    """Returns a (B, 1, L, L) bool causal mask (True attends)."""
+    return torch.ones(length, length, dtype=torch.bool, device=device).tril().expand(batch, 1, length, length)

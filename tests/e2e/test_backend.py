@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seats_fx import SeatsBackend, last_stats
-from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
+from seats_fx.models.synthetic import ClipSpec, synthetic_audio_inputs, synthetic_clip_inputs, synthetic_image_inputs
 from seats_fx.reference import seats_forward
 from seats_fx.runtime import set_last_stats
 
@@ -203,3 +203,14 @@ def test_inputs_embeds_without_input_ids_is_left_unpruned_and_says_why(tiny_thin
 def test_partial_clips_match_reference(tiny_thinker, clip):
     assert_matches_reference(tiny_thinker, synthetic_clip_inputs(tiny_thinker.config, clip),
                              dict(GRAPH_OPTIONS[0], retention=0.2, inductor=False), dynamic=True)
+
+
+@pytest.mark.parametrize("build", [lambda c: synthetic_image_inputs(c), lambda c: synthetic_image_inputs(c, 56, 84, 3),
+                                   lambda c: synthetic_audio_inputs(c, 6.0), lambda c: synthetic_audio_inputs(c, 0.7)],
+                         ids=["image-only", "small-image", "audio-only", "one-window-audio"])
+def test_single_modality_prompts_match_reference(tiny_thinker, build):
+    inputs = build(tiny_thinker.config)
+    stats = assert_matches_reference(tiny_thinker, inputs, dict(GRAPH_OPTIONS[0], retention=0.2, inductor=False),
+                                     dynamic=True)
+    present = [name for name in ("video", "audio") if stats.input_counts[name]]
+    assert len(present) == 1 and stats.layer_counts[-1][present[0]] == 0

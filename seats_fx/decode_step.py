@@ -1,0 +1,62 @@
+"""Decode steps over a pruned KV cache: the positions and per-layer masks a one-token call needs.
+
+After a pruned prefill each decoder layer cached a different number of tokens. transformers builds a
+decode step's inputs from the cache of layer 0: its length stands for "tokens seen" (the position of
+the new token, when no padding mask is passed) and sizes the one attention mask all layers share.
+The rewritten decode graph calls `seats_decode_step` once, before the first layer, to put both right.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from seats_fx.runtime import PrefillRecord, prefill_record
+
+
+def _steps_since_prefill(record: PrefillRecord, lengths: list[int]) -> int:
+    """Returns how many tokens were appended to every layer since the prefill; raises if the cache is
+    not the one the record describes."""
+    steps = {now - then for now, then in zip(lengths, record.layer_lengths)}
+    if len(lengths) != len(record.layer_lengths) or len(steps) != 1 or min(steps) < 0:
+        raise RuntimeError(f"seats: this KV cache (layer lengths {lengths}) does not continue the last pruned "
+                           f"prefill on this thread (layer lengths {record.layer_lengths}); decode each "
+                           "generation right after its own prefill, on the thread that ran it")
+    return steps.pop()
+
+
+def _layer_mask(valid: torch.Tensor, steps: int, like: torch.Tensor | None) -> torch.Tensor:
+    """Returns a (B, 1, 1, K + steps + 1) mask: cached entries as recorded, generated tokens visible."""
+    new = torch.ones(valid.shape[0], steps + 1, dtype=torch.bool, device=valid.device)
+    allowed = torch.cat([valid, new], dim=1)[:, None, None, :]
+    if like is None or like.dtype == torch.bool:
+        return allowed
+    return torch.zeros((), dtype=like.dtype, device=like.device).masked_fill(~allowed, torch.finfo(like.dtype).min)
+
+
+def seats_decode_step(positions: torch.Tensor, positions_follow_cache: bool, mask, *layer_keys):
+    """Returns (positions, per-layer masks) for a one-token decoder call.
+
+    positions: (3, B, 1) as transformers computed them; positions_follow_cache: whether it computed
+    them from layer 0's cache length (no padding mask given); mask: the mask all layers would share;
+    layer_keys: each layer's past keys (B, H, K_l, D).
+    """
+    record = prefill_record()
+    lengths = [int(keys.shape[-2]) for keys in layer_keys]
+    if record is None:
+        if len(set(lengths)) > 1:
+            raise RuntimeError(f"seats: decode step over a KV cache whose layers hold {lengths} tokens, but no "
+                               "pruned prefill on this thread recorded them")
+        return positions, (mask,) * len(layer_keys)
+    steps = _steps_since_prefill(record, lengths)
+    if positions_follow_cache:
+        # transformers counted the tokens layer 0 cached; the unpruned model counts the prompt's tokens
+        positions = positions + (record.input_length - record.layer_lengths[0])
+        expected = (record.next_position + steps).to(positions.device)
+        if not torch.equal(positions[:, :, -1], expected.expand(positions.shape[0], -1)):
+            raise RuntimeError(f"seats: decode positions {positions[:, :, -1].tolist()} do not continue the "
+                               f"prompt's positions (expected {expected.tolist()})")
+    if mask is None and record.layer_valid is None:
+        return positions, (None,) * len(layer_keys)
+    valid = record.layer_valid or [torch.ones(positions.shape[1], n, dtype=torch.bool, device=positions.device)
+                                   for n in record.layer_lengths]
+    return positions, tuple(_layer_mask(v.to(positions.device), steps, mask) for v in valid)

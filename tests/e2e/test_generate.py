@@ -1,0 +1,151 @@
+"""generate() after a pruned prefill against the eager reference decoder (seats_generate)."""
+
+import logging
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import seats_fx
+from seats_fx import last_stats
+from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
+from seats_fx.reference import seats_generate
+
+from generate_helpers import cache_lengths, compiled_copy, fresh_copy, generate
+
+GRAPH_OPTIONS = [
+    dict(progressive_drop_layers=(3, 5), late_block_layer=7),
+    dict(progressive_drop_layers=(2,), late_block_layer=5, stage1=False),
+    dict(progressive_drop_layers=(1, 6), stage3=False),
+]
+def assert_generate_matches_reference(model, inputs, options, tokens=6):
+    compiled = compiled_copy(model, options)
+    generated, cache = generate(compiled, inputs, tokens)
+    stats = last_stats()
+    reference = seats_generate(model, inputs, options, max_new_tokens=tokens)
+    assert stats.pruned, stats.skipped
+    assert torch.equal(stats.kept_positions, reference.prefill.kept_positions)
+    assert generated.tolist() == reference.tokens.tolist()
+    # every layer cached what it processed in the prefill, then each generated token but the last
+    expected = [sum(counts.values()) + tokens - 1 for counts in reference.prefill.layer_counts]
+    assert cache_lengths(cache) == expected == cache_lengths(reference.cache)
+    return stats, cache
+
+
+clips = st.builds(ClipSpec, video_seconds=st.sampled_from([2, 4, 6]), audio_seconds=st.sampled_from([None, 0]),
+                  seed=st.integers(0, 10_000))
+
+
+@settings(max_examples=12)
+@given(options=st.sampled_from(GRAPH_OPTIONS), retention=st.sampled_from([0.05, 0.2, 0.5]), clip=clips)
+def test_greedy_tokens_and_cache_match_the_reference_decoder(tiny_thinker, options, retention, clip):
+    options = dict(options, retention=retention, inductor=False)
+    assert_generate_matches_reference(tiny_thinker, synthetic_clip_inputs(tiny_thinker.config, clip), options)
+
+
+def test_inductor_generate_matches_reference_without_decode_recompiles_as_the_cache_grows(tiny_thinker):
+    options = dict(GRAPH_OPTIONS[0], retention=0.1)
+    for seconds, tokens in ((4, 12), (6, 5)):
+        inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=seconds, seed=seconds))
+        stats, cache = assert_generate_matches_reference(tiny_thinker, inputs, options, tokens)
+        assert len(set(cache_lengths(cache))) > 2  # the layers really hold different token counts
+    backend = compiled_copy(tiny_thinker, options).seats_backend
+    # one static decode graph, then one with a dynamic cache length, for every length and prompt after
+    assert backend.decode_compiles <= 2, f"{backend.decode_compiles} decode-step compiles"
+
+
+def test_keep_everything_generate_equals_plain_generate(tiny_thinker):
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4, seed=3))
+    compiled = compiled_copy(tiny_thinker, dict(retention=1.0, stage3=False))
+    generated, cache = generate(compiled, inputs, 10)
+    assert last_stats().pruned
+    expected, plain_cache = generate(tiny_thinker, inputs, 10)
+    assert generated.tolist() == expected.tolist()
+    assert cache_lengths(cache) == cache_lengths(plain_cache)
+
+
+def test_bare_compile_names_seats_fx_compile_when_generate_encodes_video_eagerly(tiny_thinker, caplog):
+    model = fresh_copy(tiny_thinker)
+    model.compile(backend="seats", options=dict(GRAPH_OPTIONS[0], inductor=False))
+    inputs = synthetic_clip_inputs(model.config, ClipSpec(video_seconds=2))
+    with caplog.at_level(logging.INFO, logger="seats_fx"):
+        generated, _ = generate(model, inputs, 3)
+    assert not last_stats().pruned and "seats_fx.compile" in last_stats().skipped
+    expected, _ = generate(tiny_thinker, inputs, 3)
+    assert generated.tolist() == expected.tolist()
+
+
+def test_a_continued_prompt_over_a_filled_cache_is_not_pruned(tiny_thinker):
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=2, audio_seconds=0))
+    compiled = compiled_copy(tiny_thinker, dict(GRAPH_OPTIONS[1], retention=0.3, inductor=False))
+    ids = torch.randint(0, 900, (1, 6))
+    with torch.no_grad():
+        cache = compiled(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True).past_key_values
+        more = torch.cat([ids, inputs["input_ids"]], dim=1)
+        compiled(**dict(inputs, input_ids=more, attention_mask=torch.ones_like(more)), past_key_values=cache,
+                 use_cache=True)
+    assert not last_stats().pruned and "KV cache already holds tokens" in last_stats().skipped
+
+
+def test_a_decode_step_over_a_foreign_pruned_cache_is_refused(tiny_thinker):
+    options = dict(GRAPH_OPTIONS[0], retention=0.2, inductor=False)
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4))
+    compiled = compiled_copy(tiny_thinker, options)
+    _, cache = generate(compiled, inputs, 3)
+    generate(compiled, synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=2)), 2)
+    token = torch.ones(1, 1, dtype=torch.long)
+    with pytest.raises(Exception, match="does not continue the last pruned prefill"), torch.no_grad():
+        compiled(input_ids=token, past_key_values=cache, use_cache=True)
+
+
+def test_full_model_text_generate_prunes_its_thinker(tiny_thinker):
+    from transformers import Qwen2_5OmniForConditionalGeneration
+
+    from seats_fx.models.configs import tiny_qwen2_5_omni_full_config
+
+    model = Qwen2_5OmniForConditionalGeneration(tiny_qwen2_5_omni_full_config()).eval()
+    model.thinker.load_state_dict(tiny_thinker.state_dict())
+    model.speaker_map = {"Chelsie": {}}  # loaded from the checkpoint's spk_dict.pt in real use
+    assert model.has_talker
+    options = dict(GRAPH_OPTIONS[0], retention=0.2, inductor=False)
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4, seed=5))
+    seats_fx.compile(model, options)
+    with torch.no_grad():
+        sequences = model.generate(**inputs, generation_mode="text", thinker_max_new_tokens=5, thinker_do_sample=False)
+    assert last_stats().pruned
+    reference = seats_generate(tiny_thinker, inputs, options, max_new_tokens=5)
+    assert sequences[:, inputs["input_ids"].shape[1]:].tolist() == reference.tokens.tolist()
+
+
+def test_image_only_generate_matches_the_reference(tiny_thinker):
+    from seats_fx.models.synthetic import synthetic_image_inputs
+
+    assert_generate_matches_reference(tiny_thinker, synthetic_image_inputs(tiny_thinker.config, 112, 168, seed=2),
+                                      dict(GRAPH_OPTIONS[0], retention=0.3, inductor=False), tokens=4)
+
+
+def test_text_only_generate_is_untouched(tiny_thinker):
+    ids = torch.randint(0, 900, (1, 16), generator=torch.Generator().manual_seed(4))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    generated, _ = generate(compiled_copy(tiny_thinker, dict(GRAPH_OPTIONS[0], inductor=False)), inputs, 4)
+    assert not last_stats().pruned and "no video or audio" in last_stats().skipped
+    expected, _ = generate(tiny_thinker, inputs, 4)
+    assert generated.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("options, message", [
+    # stage 1 only: every layer cached the same count, so the continued prompt traces and seats refuses it
+    (dict(retention=0.2, stage2=False, stage3=False), "cannot continue a prompt over the pruned KV cache"),
+    # layers of different counts: transformers' one mask for all layers already fails while Dynamo traces
+    (dict(GRAPH_OPTIONS[0], retention=0.2), "must match the size"),
+], ids=["one-width-cache", "ragged-cache"])
+def test_continuing_a_prompt_over_a_pruned_cache_raises(tiny_thinker, options, message):
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=2))
+    compiled = compiled_copy(tiny_thinker, dict(options, inductor=False))
+    with torch.no_grad():
+        out = compiled.generate(**inputs, max_new_tokens=2, do_sample=False, return_dict_in_generate=True)
+    history = torch.cat([out.sequences, torch.randint(0, 900, (1, 5))], dim=1)
+    with pytest.raises(Exception, match=message), torch.no_grad():
+        compiled.generate(input_ids=history, attention_mask=torch.ones_like(history), past_key_values=out.past_key_values,
+                          max_new_tokens=2, do_sample=False)
