@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch.fx import GraphModule, Node
 
 from seats_fx.call import seats_gather, seats_gather_mask
@@ -39,6 +40,24 @@ def _replace_in_layers(plan: GraphPlan, start: int, old, new) -> None:
         for node in layer.nodes:
             if isinstance(old, Node) or (node.op == "call_method" and node.target in SIZE_METHODS):
                 node.args, node.kwargs = swap(node.args), {k: swap(v) for k, v in node.kwargs.items()}
+
+
+def hoist_per_token(gm: GraphModule, plan: GraphPlan) -> None:
+    """Moves the per-token inputs the layers read (and what computes them, all independent of the layers)
+    before the first layer, so a boundary there can gather them; e.g. a deepstack addition is computed
+    in the graph right before the layer output it is added to."""
+    order = {node: i for i, node in enumerate(gm.graph.nodes)}
+    first = plan.layers[0].nodes[0]
+    late: set[Node] = set()
+    stack = [n for n in plan.per_token if order[n] > order[first]]
+    while stack:
+        node = stack.pop()
+        if node in late or order[node] < order[first]:
+            continue
+        late.add(node)
+        stack.extend(node.all_input_nodes)
+    for node in sorted(late, key=order.__getitem__):
+        first.prepend(node)
 
 
 def _single_sample(plan: GraphPlan) -> bool:
@@ -79,8 +98,55 @@ def insert_boundary(gm: GraphModule, plan: GraphPlan, layer_index: int, select, 
     elif kept_mask is not None:
         _replace_in_layers(plan, layer_index, plan.mask, kept_mask)
         plan.mask = kept_mask
-    for old_length in (plan.seq_len if isinstance(plan.seq_len, list) else [plan.seq_len]):
+    old_lengths = plan.seq_len if isinstance(plan.seq_len, list) else [plan.seq_len]
+    for old_length in old_lengths:
         _replace_in_layers(plan, layer_index, old_length, new_length)
     layer.nodes.insert(0, new_length)
+    _recompute_sizes(gm, plan, layer_index, [n for n in old_lengths if isinstance(n, Node)], new_length)
     plan.seq_len = [new_length]
     return keep
+
+
+def _recompute_sizes(gm: GraphModule, plan: GraphPlan, layer_index: int, old_lengths: list[Node],
+                     new_length: Node) -> None:
+    """Later layers may read sizes computed before the boundary from the old length (e.g. L * top_k,
+    computed in layer 0 and reused by every MoE layer): they get copies computed from the new length."""
+    later = {n for layer in plan.layers[layer_index:] for n in layer.nodes}
+    copies: dict[Node, Node] = {}
+    cursor = [new_length]
+
+    def depends_on_length(node: Node) -> bool:
+        seen, stack = set(), [node]
+        while stack:
+            current = stack.pop()
+            if current in old_lengths:
+                return True
+            if current not in seen:
+                seen.add(current)
+                stack.extend(current.all_input_nodes)
+        return False
+
+    def recomputed(node):
+        if not isinstance(node, Node):
+            return node
+        if node in old_lengths:
+            return new_length
+        if node in copies:
+            return copies[node]
+        if node.op == "placeholder" or not isinstance(node.meta.get("example_value"), torch.SymInt) \
+                or not depends_on_length(node):
+            return node
+        args = torch.fx.node.map_arg(node.args, recomputed)
+        kwargs = torch.fx.node.map_arg(node.kwargs, recomputed)
+        with gm.graph.inserting_after(cursor[0]):
+            copy = gm.graph.create_node(node.op, node.target, args, kwargs)
+        copy.meta = dict(node.meta)
+        cursor[0] = copies[node] = copy
+        return copy
+
+    for layer in plan.layers[layer_index:]:
+        for node in layer.nodes:
+            for value in node.all_input_nodes:
+                if value not in later and value.op != "placeholder" \
+                        and isinstance(value.meta.get("example_value"), torch.SymInt):
+                    node.replace_input_with(value, recomputed(value))

@@ -17,7 +17,12 @@ _METADATA_METHODS = ("numel", "size", "dim")
 
 
 class Unsupported(Exception):
-    """The graph holds a decoder seats_fx recognises, but not in a shape it can rewrite soundly."""
+    """The graph holds a decoder seats_fx recognises, but not in a shape it can rewrite soundly. `kind`
+    names the reason apart from graph-specific details (one warning per kind is enough)."""
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind or message
 
 
 class ContinuedPrompt(Unsupported):
@@ -51,6 +56,16 @@ def family_of(gm: GraphModule):
     names = {name for node in gm.graph.nodes for _, name in _module_entries(node)}
     for adapter in ADAPTERS:
         if adapter.decoder_layer_class in names:
+            return adapter
+    return None
+
+
+def decoder_layer_frame(gm: GraphModule):
+    """Returns the adapter whose decoder layer this graph is, compiled as a frame of its own (its
+    parameters named from L['self']), or None. Such a graph means the decoder came in pieces."""
+    names = {source_name(p) for p in _placeholders(gm)}
+    for adapter in ADAPTERS:
+        if all(any(name.startswith(source) for name in names) for source in adapter.decoder_layer_frame_sources):
             return adapter
     return None
 
@@ -108,17 +123,22 @@ def source_name(node: Node) -> str:
 
 def locate_encoder_taps(gm: GraphModule) -> list[tuple[str, tuple]]:
     """Returns what an encoder graph exposes for stage-1 weights, as (kind, where) records:
-    ("audio_lengths", (placeholder index,)), ("window_index", (placeholder index,)), and
-    ("audio_chunks" | "vision_chunks", ((q node, k node), ..., scale)) for graphs that run an encoder
-    attention over cu_seqlens chunks; scale is a float, a placeholder index, or None (head_dim ** -0.5)."""
+    ("audio_lengths", (placeholder index,)), ("window_index", (placeholder index,)) (a vision run starts:
+    its window permutation, or the pixels entering the patch embedding), and ("audio_chunks" |
+    "vision_chunks", ((q node, k node), ..., scale)) for graphs that run an encoder attention over
+    cu_seqlens chunks; scale is a float, a placeholder index, or None (head_dim ** -0.5). Each kind is
+    reported once, whichever families' rules find it."""
     placeholders = _placeholders(gm)
     names = [source_name(p) for p in placeholders]
-    found: list[tuple[str, tuple]] = []
+    found: dict[str, tuple] = {}
     for adapter in ADAPTERS:
         for kind, source in (("audio_lengths", adapter.audio_lengths_source),
                              ("window_index", adapter.vision_window_index_source)):
-            if source in names:
-                found.append((kind, (names.index(source),)))
+            if source is not None and source in names:
+                found.setdefault(kind, (names.index(source),))
+        start = _vision_run_start(placeholders, names, adapter)
+        if start is not None:
+            found.setdefault("window_index", (start,))
         attention = [n for n in gm.graph.nodes if n.op == "call_function" and n.target in _SDPA]
         if not attention:
             continue
@@ -130,8 +150,20 @@ def locate_encoder_taps(gm: GraphModule) -> list[tuple[str, tuple]]:
         scale = scales.pop() if len(scales) == 1 else None
         if isinstance(scale, Node):
             scale = placeholders.index(scale) if scale.op == "placeholder" else None
-        found.append((kind, (tuple((n.args[0], n.args[1]) for n in attention), scale)))
-    return found
+        found.setdefault(kind, (tuple((n.args[0], n.args[1]) for n in attention), scale))
+    return list(found.items())
+
+
+def _vision_run_start(placeholders: list[Node], names: list[str], adapter) -> int | None:
+    """Returns the index of the pixels a vision patch embedding (Conv3d) reads, for families whose vision
+    tower has no window permutation to mark the start of a run; None otherwise."""
+    weight = getattr(adapter, "vision_patch_embed_weight_source", None)
+    if weight is None or weight not in names:
+        return None
+    value = _example(placeholders[names.index(weight)])
+    data = [i for i, (p, name) in enumerate(zip(placeholders, names))
+            if not _is_parameter(p) and isinstance(_example(p), torch.Tensor)]
+    return data[0] if value is not None and value.dim() == 5 and len(data) == 1 else None
 
 
 def locate_embedding_tap(gm: GraphModule) -> tuple[int, int] | None:
@@ -167,18 +199,31 @@ def locate_decoder(gm: GraphModule) -> GraphPlan | None:
             by_layer.setdefault(index, []).append(node)
     indices = sorted(by_layer)
     if indices != list(range(len(indices))):
-        raise Unsupported(f"decoder layers {indices} in this graph are not all layers 0..N-1 (a partial decoder)")
+        raise Unsupported(f"decoder layers {indices} in this graph are not all layers 0..N-1 (a partial decoder: "
+                          f"the model's code broke the decoder into several graphs)", kind="partial decoder")
     layer_sets = [set(by_layer[i]) for i in indices]
+    in_layers = set().union(*layer_sets)
 
     layers: list[LayerNodes] = []
+    additions: list[Node] = []
     previous_output: Node | None = None
     outside_inputs: list[set[Node]] = []
     for i in indices:
         nodes, members = by_layer[i], layer_sets[i]
         external = {a for n in nodes for a in n.all_input_nodes if a not in members}
-        escaping = [n for n in nodes if any(u not in members and u.op != "output" for u in n.users)]
+        # a size a layer computes (e.g. L * top_k) may be reused by later layers: boundaries recompute it
+        escaping = [n for n in nodes if any(u not in members and u.op != "output" for u in n.users)
+                    and not isinstance(_example(n), torch.SymInt)]
         if len(escaping) != 1:
             raise Unsupported(f"layer {i} passes {len(escaping)} values to later code, expected one residual stream")
+        added = _layer_addition(escaping[0], in_layers)
+        if added is not None:  # e.g. Qwen3-Omni's deepstack: counted as the layer's last step
+            add, term = added
+            nodes, escaping = nodes + [add], [add]
+            members.add(add)
+            in_layers.add(add)
+            external.add(term)
+            additions.append(term)
         attention = [n for n in nodes if n.op == "call_function" and n.target in _SDPA]
         if len(attention) != 1:
             raise Unsupported(f"layer {i} has {len(attention)} scaled_dot_product_attention calls, expected one")
@@ -197,10 +242,11 @@ def locate_decoder(gm: GraphModule) -> GraphPlan | None:
     if len(sdpa_masks) != 1:
         raise Unsupported("layers use different attention masks (sliding-window layers are not supported)")
     mask = sdpa_masks.pop()
-    per_token = sorted({n for ext in outside_inputs for n in ext
-                        if n is not mask and not (n.op == "placeholder" and (_is_parameter(n) or
-                                                                             isinstance(_example(n), torch.SymInt)))
-                        and _in_module(n, adapter.rotary_path_suffix)}, key=lambda n: n.name)
+    rotary = sorted({n for ext in outside_inputs for n in ext
+                     if n is not mask and not (n.op == "placeholder" and (_is_parameter(n) or
+                                                                          isinstance(_example(n), torch.SymInt)))
+                     and _in_module(n, adapter.rotary_path_suffix)}, key=lambda n: n.name)
+    per_token = rotary + additions
     known = set(per_token) | {mask} | {n for reads in cache for n in reads} | {
         n for n in _placeholders(gm) if _is_parameter(n) or isinstance(_example(n), torch.SymInt)}
     unknown = {n for ext in outside_inputs for n in ext} - known
@@ -211,11 +257,13 @@ def locate_decoder(gm: GraphModule) -> GraphPlan | None:
         unknown -= sizes
     elif cache and sizes and unknown == sizes:
         raise ContinuedPrompt("the KV cache already holds tokens (a continued prompt): only a prefill is pruned")
+    else:
+        unknown -= sizes  # sizes computed from the sequence length: insert_boundary recomputes them
     if unknown:
         raise Unsupported(f"layers read values seats_fx does not know how to prune: {sorted(n.name for n in unknown)}")
-    if len(per_token) != 2:
+    if len(rotary) != 2:
         raise Unsupported(f"expected the rotary cos and sin as per-token inputs of the layers, found "
-                          f"{[n.name for n in per_token]}")
+                          f"{[n.name for n in rotary]}")
 
     positions = _rotary_positions(gm, adapter)
     embeds_value = _example(first.input)
@@ -230,6 +278,10 @@ def locate_decoder(gm: GraphModule) -> GraphPlan | None:
         if not seq_len:
             raise Unsupported(f"cannot find the SymInt input spelling the sequence length {length}")
     elif seq_len != 1:  # one new token over a KV cache is a decode step: nothing to select, nothing rewritten
+        if not adapter.static_traces_supported:
+            raise Unsupported(f"a static-shape trace of a {adapter.family} decoder bakes sizes derived from the "
+                              "sequence length into constants (its MoE routing: length x top_k); compile with "
+                              "dynamic=True (seats_fx.compile does)")
         _check_literal_length(layers, seq_len)
 
     norm_nodes = [n for n in gm.graph.nodes if n.op != "placeholder" and _in_module(n, adapter.final_norm_path_suffix)]
@@ -241,6 +293,30 @@ def locate_decoder(gm: GraphModule) -> GraphPlan | None:
                     if n.target is torch.cat and any(u.op == "output" for u in n.users)]
     return GraphPlan(adapter, layers, first.input, positions, attention_mask, per_token, mask, seq_len, finals[0],
                      cache, cache_writes)
+
+
+def _layer_addition(output: Node, in_layers: set[Node]) -> tuple[Node, Node] | None:
+    """Returns (add, term) when the only consumer of a layer's output outside the layers adds it to a
+    (B, L, D) tensor computed without any layer (a per-token addition), else None."""
+    users = [u for u in output.users if u not in in_layers and u.op != "output"]
+    if len(users) != 1 or users[0].op != "call_function" or users[0].target not in (operator.add, torch.add):
+        return None
+    add = users[0]
+    terms = [a for a in add.args if a is not output]
+    if len(add.args) != 2 or len(terms) != 1 or not isinstance(terms[0], Node):
+        return None
+    term = terms[0]
+    if getattr(_example(term), "shape", None) != getattr(_example(output), "shape", None):
+        return None
+    seen, stack = set(), [term]
+    while stack:
+        node = stack.pop()
+        if node in in_layers:
+            return None
+        if node not in seen:
+            seen.add(node)
+            stack.extend(node.all_input_nodes)
+    return add, term
 
 
 def _cache_reads(layers: list[LayerNodes], outside_inputs: list[set[Node]]) -> list[tuple[Node, ...]]:

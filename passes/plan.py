@@ -36,7 +36,7 @@ class GraphPlan:
     """Where the decoder lives in one graph.
 
     per_token: nodes outside the layers that layers read per token besides the residual stream (the
-    rotary cos/sin); mask: the 4-D attention mask the layers use (None when attention is causal without
+    rotary cos/sin, then per-token additions to layer outputs such as Qwen3-Omni's deepstack); mask: the 4-D attention mask the layers use (None when attention is causal without
     a mask); seq_len: how the graph spells the sequence length inside layers (an int when traced
     static, else the SymInt placeholders carrying it); positions: the (3, B, L) TMRoPE position ids node;
     final_hidden: the final norm's output (a graph output, or the lm_head's input when that is in the graph);

@@ -6,13 +6,14 @@ from torch.fx import GraphModule
 
 from seats_fx.call import seats_begin, seats_select_stage1
 from seats_fx.config import SeatsConfig
-from seats_fx.passes.boundary import GLUE, call_node, insert_boundary
+from seats_fx.passes.boundary import GLUE, call_node, hoist_per_token, insert_boundary
 from seats_fx.passes.plan import GraphPlan
 
 
 def insert_begin(gm: GraphModule, plan: GraphPlan) -> GraphModule:
     """Inserts the node that reads this call's layout (from the modality tap) before the first layer; it
     also sees the KV cache, since only a call over an empty cache (a prefill) may be pruned."""
+    hoist_per_token(gm, plan)
     with gm.graph.inserting_before(plan.layers[0].nodes[0]):
         node = gm.graph.call_function(seats_begin, (call_node(gm), plan.inputs_embeds, plan.positions,
                                                     plan.attention_mask,

@@ -10,8 +10,8 @@ from torch.fx import GraphModule, Node
 
 from seats_fx.call import SeatsCall
 from seats_fx.config import SeatsConfig
-from seats_fx.passes.locate import (ContinuedPrompt, Unsupported, family_of, locate_decoder, locate_embedding_tap,
-                                    locate_encoder_taps, locate_tap)
+from seats_fx.passes.locate import (ContinuedPrompt, Unsupported, decoder_layer_frame, family_of, locate_decoder,
+                                    locate_embedding_tap, locate_encoder_taps, locate_tap)
 from seats_fx.passes.manager import SeatsPassManager
 from seats_fx.runtime import (SeatsStats, prefill_record, record_attention_chunks, record_audio_lengths,
                               record_embedding, record_modality_tap, record_window_index, set_last_stats,
@@ -173,10 +173,22 @@ class SeatsBackend:
         self.manager = SeatsPassManager(self.config)
         self.decoder_compiles = 0  # how many prompt decoder graphs Dynamo handed this backend (recompiles + 1)
         self.decode_compiles = 0  # how many one-token decode-step graphs
+        self._warned: set[str] = set()
         _ensure_recompile_headroom()
 
     def _lower(self, gm: GraphModule, example_inputs: list) -> Callable:
         return _inductor(gm, example_inputs) if self.config.inductor else gm.forward
+
+    def _unpruned(self, gm: GraphModule, example_inputs: list, reason: Unsupported) -> Callable:
+        """A decoder graph seats cannot rewrite: compiled unchanged, one warning per kind of reason
+        (strict: an error), and last_stats() says why when it runs."""
+        if self.config.strict:
+            raise RuntimeError(f"seats (strict): cannot rewrite this decoder graph: {reason}") from None
+        if reason.kind not in self._warned:  # e.g. one per layer when a decoder came in pieces
+            self._warned.add(reason.kind)
+            log.warning("seats: decoder graph left unpruned (compiled by Inductor unchanged): %s", reason)
+        return _UnprunedDecoder(self._lower(gm, example_inputs), f"decoder graph not rewritten: {reason}",
+                                isinstance(reason, ContinuedPrompt))
 
     def _decode_step(self, gm: GraphModule, working: GraphModule, plan, example_inputs: list) -> Callable:
         """A one-token decoder call: nothing to select (last_stats() keeps the prefill's record); over a KV
@@ -196,6 +208,12 @@ class SeatsBackend:
 
     def __call__(self, gm: GraphModule, example_inputs: list) -> Callable:
         if family_of(gm) is None:
+            piece = decoder_layer_frame(gm)
+            if piece is not None:  # the model's code broke its decoder into one graph per layer
+                reason = Unsupported(f"a {piece.family} decoder layer compiled as a graph of its own (the model's "
+                                     "code broke the decoder into pieces; for Qwen3-Omni use seats_fx.compile)",
+                                     kind="partial decoder")
+                return self._unpruned(gm, example_inputs, reason)
             tapped, recorders, outputs = _tap_graph(gm)
             compiled = self._lower(tapped, example_inputs)
             return _TappedGraph(compiled, recorders, outputs) if recorders else compiled
@@ -204,11 +222,7 @@ class SeatsBackend:
         try:
             plan = locate_decoder(working)
         except Unsupported as reason:
-            if self.config.strict:
-                raise RuntimeError(f"seats (strict): cannot rewrite this decoder graph: {reason}") from None
-            log.warning("seats: decoder graph left unpruned (compiled by Inductor unchanged): %s", reason)
-            return _UnprunedDecoder(self._lower(gm, example_inputs), f"decoder graph not rewritten: {reason}",
-                                    isinstance(reason, ContinuedPrompt))
+            return self._unpruned(gm, example_inputs, reason)
         if plan.seq_len == 1:
             return self._decode_step(gm, working, plan, example_inputs)
         depth = len(plan.layers)

@@ -23,10 +23,13 @@ def compile_model(model: nn.Module, options: Mapping[str, Any] | SeatsConfig | N
 
     Unlike `model.compile(backend="seats")`, this also covers generate(): its prefill and decode steps go
     through the compiled thinker forward, and the image/video encoders generate() calls eagerly are
-    compiled with the same backend so stage 1 sees their attention. compile_kwargs go to torch.compile.
+    compiled with the same backend so stage 1 sees their attention. compile_kwargs go to torch.compile;
+    dynamic defaults to True (prompt lengths vary, and MoE decoders cannot be rewritten from a static trace).
     """
+    compile_kwargs.setdefault("dynamic", True)
     adapter = adapter_for(model)  # ValueError naming the supported families
     thinker = adapter.thinker
+    adapter.prepare_for_compile()
     seats = SeatsBackend(options)
     thinker.compile(backend=seats, **compile_kwargs)
     base = thinker.model

@@ -67,6 +67,7 @@ class _DecoderState:
     def __init__(self, encoded: EncodedPrompt, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         layout = encoded.layout
         self.hidden, self.cos, self.sin = hidden, cos, sin
+        self.additions = list(encoded.layer_additions)
         self.attention_mask = encoded.attention_mask
         self.modality, self.window = layout.modality, layout.window
         self.positions = torch.arange(hidden.shape[1], device=hidden.device).expand(hidden.shape[0], -1)
@@ -75,6 +76,7 @@ class _DecoderState:
         self.hidden = gather_tokens(self.hidden, keep_index, 1)
         self.cos = gather_tokens(self.cos, keep_index, 1)
         self.sin = gather_tokens(self.sin, keep_index, 1)
+        self.additions = [gather_tokens(a, keep_index, 1) for a in self.additions]
         for name in ("attention_mask", "modality", "window", "positions"):
             setattr(self, name, gather_tokens(getattr(self, name), keep_index, 1))
 
@@ -128,6 +130,8 @@ def seats_decode(adapter, encoded: EncodedPrompt, config: SeatsConfig, cache=Non
         result.layer_positions.append(state.positions)
         result.layer_counts.append(_counts(state.modality))
         state.hidden = adapter.run_layer(layer, state.hidden, mask, state.cos, state.sin, cache)
+        if layer < len(state.additions):
+            state.hidden = state.hidden + state.additions[layer]  # deepstack (Qwen3-Omni)
         if relevance is not None:
             step = plan.drop_layers.index(number)
             video_keep, audio_keep = plan.stage2_keep(step, video_count, audio_count)

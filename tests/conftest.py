@@ -39,3 +39,14 @@ def _fresh_seats_state():
     torch._dynamo.config.accumulated_recompile_limit = 100_000
     set_last_stats(None)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3():
+    """A tiny random-weight Qwen3-Omni MoE thinker (8 layers, deepstack and experts kept) in eval mode."""
+    from transformers import Qwen3OmniMoeThinkerForConditionalGeneration
+
+    from seats_fx.models.configs import tiny_qwen3_omni_moe_config
+
+    torch.manual_seed(0)
+    return Qwen3OmniMoeThinkerForConditionalGeneration(tiny_qwen3_omni_moe_config()).eval()

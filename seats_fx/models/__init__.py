@@ -5,8 +5,9 @@ from __future__ import annotations
 from torch import nn
 
 from seats_fx.models.qwen2_5_omni import EncodedPrompt, Qwen2_5OmniAdapter
+from seats_fx.models.qwen3_omni_moe import Qwen3OmniMoeAdapter
 
-ADAPTERS = (Qwen2_5OmniAdapter,)
+ADAPTERS = (Qwen2_5OmniAdapter, Qwen3OmniMoeAdapter)
 
 
 def adapter_for(model: nn.Module):
@@ -19,4 +20,4 @@ def adapter_for(model: nn.Module):
                      f"{[a.family for a in ADAPTERS]}")
 
 
-__all__ = ["ADAPTERS", "EncodedPrompt", "Qwen2_5OmniAdapter", "adapter_for"]
+__all__ = ["ADAPTERS", "EncodedPrompt", "Qwen2_5OmniAdapter", "Qwen3OmniMoeAdapter", "adapter_for"]

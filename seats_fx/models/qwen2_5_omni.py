@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -28,7 +28,8 @@ class EncodedPrompt:
 
     inputs_embeds: (B, L, D); position_ids: (3, B, L) TMRoPE positions; rope_deltas: (B, 1);
     attention_mask: (B, L) 1 = real token; layout: modality / window per token;
-    token_weights: (B, L) attention each media token received in the last layer of its encoder (0 for text).
+    token_weights: (B, L) attention each media token received in the last layer of its encoder (0 for text);
+    layer_additions[l]: (B, L, D) added to decoder layer l's output (Qwen3-Omni's deepstack; [] if none).
     """
 
     inputs_embeds: torch.Tensor
@@ -37,6 +38,7 @@ class EncodedPrompt:
     attention_mask: torch.Tensor
     layout: TokenLayout
     token_weights: torch.Tensor
+    layer_additions: list[torch.Tensor] = field(default_factory=list)
 
 
 class _CapturedInputs:
@@ -81,6 +83,12 @@ class Qwen2_5OmniAdapter:
     audio_attention_projection = "_modules['out_proj']"
     vision_attention_projection = "_modules['proj']"
     spatial_merge_unit = 4  # 2x2 patches per LLM video token (spatial_merge_size 2 in every release)
+    static_traces_supported = True  # the layers spell the length only in view/reshape/expand
+    vision_patch_embed_weight_source = None  # runs start at the window permutation instead
+    # parameters a decoder layer compiled as its own frame reads
+    decoder_layer_frame_sources = ("L['self']._modules['self_attn']._modules['q_proj']",
+                                   "L['self']._modules['mlp']._modules['gate_proj']",
+                                   "L['self']._modules['post_attention_layernorm']")
 
     @staticmethod
     def audio_token_weights(frame_weights: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
@@ -111,6 +119,9 @@ class Qwen2_5OmniAdapter:
         if isinstance(thinker, hf.Qwen2_5OmniThinkerForConditionalGeneration):
             return thinker
         return None
+
+    def prepare_for_compile(self) -> None:
+        """Nothing to prepare: the decoder traces into one graph as it is."""
 
     # ---- decoder structure -------------------------------------------------------------------------
     @property

@@ -66,6 +66,38 @@ def interleaved_clip_ids(grid_thw: tuple[int, int, int], merge_size: int, second
     return [ids["vision_bos"], ids["audio_bos"], *body, ids["audio_eos"], ids["vision_eos"]]
 
 
+def time_sorted_clip_ids(grid_thw: tuple[int, int, int], merge_size: int, second_per_grid: float,
+                         audio_tokens: int, ids: dict[str, int], position_id_per_seconds: int) -> list[int]:
+    """Returns the placeholder ids of one clip with its audio in Qwen3-Omni's layout: vision_bos, audio_bos,
+    video and audio tokens merged by TMRoPE temporal position (video first on ties; audio token k sits at
+    k), audio_eos, vision_eos — the order its get_rope_index assigns positions in."""
+    grid_t, grid_h, grid_w = grid_thw
+    per_grid = (grid_h // merge_size) * (grid_w // merge_size)
+    video = [t * second_per_grid * position_id_per_seconds for t in range(grid_t) for _ in range(per_grid)]
+    body, v, a = [], 0, 0
+    while v < len(video) or a < audio_tokens:
+        if a >= audio_tokens or (v < len(video) and video[v] <= a):
+            body.append(ids["video"])
+            v += 1
+        else:
+            body.append(ids["audio"])
+            a += 1
+    return [ids["vision_bos"], ids["audio_bos"], *body, ids["audio_eos"], ids["vision_eos"]]
+
+
+def _is_qwen3(config) -> bool:
+    return str(getattr(config, "model_type", "")).startswith("qwen3_omni")
+
+
+def audio_tokens_for(config, mel_frames: int) -> int:
+    """Returns the LLM audio tokens the family's audio tower makes from `mel_frames` mel frames."""
+    if _is_qwen3(config):
+        from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import _get_feat_extract_output_lengths
+
+        return int(_get_feat_extract_output_lengths(torch.tensor(mel_frames), config.audio_config.n_window))
+    return audio_tokens_for_frames(mel_frames)
+
+
 def synthetic_clip_inputs(config, clip: ClipSpec = ClipSpec()) -> dict[str, torch.Tensor]:
     """Returns forward() kwargs for a Qwen2.5-Omni thinker: a chat prompt (system, user turn with one clip
     and a question, assistant header) with real-shaped pixel_values_videos, video_grid_thw,
@@ -88,13 +120,16 @@ def synthetic_clip_inputs(config, clip: ClipSpec = ClipSpec()) -> dict[str, torc
     second_per_grid = temporal_patch / clip.fps
     audio_seconds = clip.video_seconds if clip.audio_seconds is None else clip.audio_seconds
     mel_frames = int(round(audio_seconds * MEL_FRAMES_PER_SECOND))
-    audio_tokens = audio_tokens_for_frames(mel_frames) if mel_frames else 0
+    audio_tokens = audio_tokens_for(config, mel_frames) if mel_frames else 0
 
     text_ids = lambda n: torch.randint(0, min(vocab, 151643) - 64, (n,), generator=gen).tolist()
     prompt = [ids["im_start"], *text_ids(clip.system_tokens), ids["im_end"], ids["im_start"], *text_ids(2)]
-    prompt += interleaved_clip_ids(grid, merge, second_per_grid, audio_tokens, ids,
-                                   config.position_id_per_seconds, float(config.seconds_per_chunk)) \
-        if audio_tokens else [ids["vision_bos"], *[ids["video"]] * (grid[0] * grid[1] * grid[2] // merge ** 2),
+    if audio_tokens and _is_qwen3(config):
+        prompt += time_sorted_clip_ids(grid, merge, second_per_grid, audio_tokens, ids, config.position_id_per_seconds)
+    else:
+        prompt += interleaved_clip_ids(grid, merge, second_per_grid, audio_tokens, ids,
+                                       config.position_id_per_seconds, float(config.seconds_per_chunk)) \
+            if audio_tokens else [ids["vision_bos"], *[ids["video"]] * (grid[0] * grid[1] * grid[2] // merge ** 2),
                               ids["vision_eos"]]
     prompt += [*text_ids(clip.question_tokens), ids["im_end"], ids["im_start"], *text_ids(2)]
 
@@ -181,7 +216,7 @@ def synthetic_audio_inputs(config, seconds: float = 6.0, seed: int = 0) -> dict[
     mel_frames = int(round(seconds * MEL_FRAMES_PER_SECOND))
     if mel_frames < 4:
         raise ValueError(f"audio of {seconds} s is too short for one audio token")
-    media = [ids["audio_bos"], *[ids["audio"]] * audio_tokens_for_frames(mel_frames), ids["audio_eos"]]
+    media = [ids["audio_bos"], *[ids["audio"]] * audio_tokens_for(config, mel_frames), ids["audio_eos"]]
     inputs = _chat(ids, media, gen, config.text_config.vocab_size)
     padded = max(WHISPER_PADDED_FRAMES, mel_frames)
     features = torch.zeros(1, config.audio_config.num_mel_bins, padded)

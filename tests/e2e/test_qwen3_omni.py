@@ -1,0 +1,114 @@
+"""Qwen3-Omni MoE thinker: the eager reference, backend="seats" and generate() against it."""
+
+import logging
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import seats_fx
+from seats_fx import SeatsBackend, last_stats
+from seats_fx.models import Qwen3OmniMoeAdapter, adapter_for
+from seats_fx.models.synthetic import ClipSpec, synthetic_audio_inputs, synthetic_clip_inputs, synthetic_image_inputs
+from seats_fx.reference import seats_forward, seats_generate
+
+from generate_helpers import cache_lengths, fresh_copy, generate
+
+OPTIONS = dict(progressive_drop_layers=(3, 5), late_block_layer=7, inductor=False)
+PROMPTS = {
+    "clip-with-audio": lambda c: synthetic_clip_inputs(c, ClipSpec(video_seconds=4, height=128, width=128)),
+    "video-only": lambda c: synthetic_clip_inputs(c, ClipSpec(video_seconds=2, height=128, width=96, audio_seconds=0)),
+    "audio-only": lambda c: synthetic_audio_inputs(c, 3.0),
+    "image-only": lambda c: synthetic_image_inputs(c, 128, 96),
+}
+_prepared: dict = {}
+
+
+def prepared(model):
+    """A copy whose deepstack step traces in one graph (what seats_fx.compile does), compiled once."""
+    if "model" not in _prepared:
+        copy = fresh_copy(model)
+        adapter_for(copy).prepare_for_compile()
+        _prepared["model"] = copy
+        _prepared["compiled"] = torch.compile(copy, backend=SeatsBackend(dict(OPTIONS, retention=0.2)), dynamic=True)
+    return _prepared["model"], _prepared["compiled"]
+
+
+@pytest.mark.parametrize("name", list(PROMPTS))
+def test_reference_keeping_everything_is_the_model(tiny_qwen3, name):
+    inputs = PROMPTS[name](tiny_qwen3.config)
+    with torch.no_grad():
+        expected = tiny_qwen3(**inputs).logits
+    result = seats_forward(tiny_qwen3, inputs, dict(retention=1.0, stage3=False))
+    torch.testing.assert_close(result.logits, expected, atol=1e-5, rtol=0)
+
+
+def test_deepstack_replacement_is_equal_in_value(tiny_qwen3):
+    inputs = PROMPTS["clip-with-audio"](tiny_qwen3.config)
+    model, _ = prepared(tiny_qwen3)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, tiny_qwen3(**inputs).logits)
+
+
+@pytest.mark.parametrize("name", list(PROMPTS))
+def test_backend_matches_reference(tiny_qwen3, name):
+    inputs = PROMPTS[name](tiny_qwen3.config)
+    _, compiled = prepared(tiny_qwen3)
+    with torch.no_grad():
+        logits = compiled(**inputs).logits
+    stats = last_stats()
+    reference = seats_forward(tiny_qwen3, inputs, dict(OPTIONS, retention=0.2))
+    assert stats.pruned, stats.skipped
+    for got, expected in zip(stats.stage_positions, reference.stages):
+        assert torch.equal(got, expected.kept_positions), f"{expected.stage} after layer {expected.after_layer}"
+    assert stats.layer_tokens == [sum(c.values()) for c in reference.layer_counts]
+    torch.testing.assert_close(logits[:, reference.kept_positions[0]], reference.logits, atol=1e-4, rtol=0)
+
+
+@settings(max_examples=6)
+@given(clip=st.builds(ClipSpec, video_seconds=st.sampled_from([2, 4, 6]), audio_seconds=st.sampled_from([None, 0]),
+                      height=st.just(128), width=st.sampled_from([96, 128]), seed=st.integers(0, 10_000)),
+       retention=st.sampled_from([0.05, 0.2, 0.5]))
+def test_generate_matches_reference_decoder(tiny_qwen3, clip, retention):
+    options = dict(OPTIONS, retention=retention)
+    key = ("generate", retention)
+    if key not in _prepared:
+        _prepared[key] = seats_fx.compile(fresh_copy(tiny_qwen3), options)
+    inputs = synthetic_clip_inputs(tiny_qwen3.config, clip)
+    generated, cache = generate(_prepared[key], inputs, 4)
+    assert last_stats().pruned, last_stats().skipped
+    reference = seats_generate(tiny_qwen3, inputs, options, max_new_tokens=4)
+    assert generated.tolist() == reference.tokens.tolist()
+    assert cache_lengths(cache) == cache_lengths(reference.cache)
+
+
+def test_keep_everything_generate_equals_plain_generate(tiny_qwen3):
+    inputs = PROMPTS["clip-with-audio"](tiny_qwen3.config)
+    model = seats_fx.compile(fresh_copy(tiny_qwen3), dict(retention=1.0, stage3=False, inductor=False))
+    generated, _ = generate(model, inputs, 5)
+    assert last_stats().pruned
+    expected, _ = generate(tiny_qwen3, inputs, 5)
+    assert generated.tolist() == expected.tolist()
+
+
+def test_bare_compile_of_deepstack_is_left_unpruned_with_one_warning(tiny_qwen3, caplog):
+    # without seats_fx.compile's deepstack replacement, Dynamo compiles each decoder layer as its own graph
+    inputs = PROMPTS["video-only"](tiny_qwen3.config)
+    compiled = torch.compile(tiny_qwen3, backend=SeatsBackend(dict(OPTIONS, retention=0.2)), dynamic=True)
+    with caplog.at_level(logging.WARNING, logger="seats_fx"), torch.no_grad():
+        logits = compiled(**inputs).logits
+        expected = tiny_qwen3(**inputs).logits
+    warnings = [r.getMessage() for r in caplog.records if r.name == "seats_fx"]
+    assert len(warnings) == 1 and "compiled as a graph of its own" in warnings[0] and "seats_fx.compile" in warnings[0]
+    assert not last_stats().pruned
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
+
+
+def test_static_trace_of_the_moe_decoder_is_refused_with_the_fix(tiny_qwen3):
+    model, _ = prepared(tiny_qwen3)
+    inputs = PROMPTS["audio-only"](tiny_qwen3.config)
+    with torch.no_grad():
+        torch.compile(model, backend=SeatsBackend(dict(OPTIONS, retention=0.2)), dynamic=False)(**inputs)
+    assert not last_stats().pruned and "dynamic=True" in last_stats().skipped
+    assert Qwen3OmniMoeAdapter.static_traces_supported is False
