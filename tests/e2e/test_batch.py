@@ -35,10 +35,22 @@ clip = st.builds(ClipSpec, video_seconds=st.sampled_from([2, 4, 6]), audio_secon
                  seed=st.integers(0, 10_000))
 
 
-@settings(max_examples=10)
+@settings(max_examples=4)
 @given(options=st.sampled_from(OPTIONS), clips=st.lists(clip, min_size=2, max_size=3),
        side=st.sampled_from(["left", "right"]))
 def test_each_sample_keeps_what_it_keeps_alone(tiny_thinker, options, clips, side):
+    check_each_sample_alone(tiny_thinker, options, clips, side)
+
+
+@pytest.mark.slow
+@settings(max_examples=25)
+@given(options=st.sampled_from(OPTIONS), clips=st.lists(clip, min_size=2, max_size=4),
+       side=st.sampled_from(["left", "right"]))
+def test_each_sample_keeps_what_it_keeps_alone_wide(tiny_thinker, options, clips, side):
+    check_each_sample_alone(tiny_thinker, options, clips, side)
+
+
+def check_each_sample_alone(tiny_thinker, options, clips, side):
     options = dict(options, inductor=False)
     singles = [synthetic_clip_inputs(tiny_thinker.config, c) for c in clips]
     batch = batch_inputs(singles, pad_id(tiny_thinker), side)

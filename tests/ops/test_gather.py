@@ -1,0 +1,57 @@
+"""Batched keep indices: fillers, and masks that hide them."""
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seats_fx.ops.gather import causal_mask, gather_square_mask, keep_for_samples, mask_fillers
+
+
+@st.composite
+def kept_lists(draw):
+    length = draw(st.integers(1, 30))
+    samples = draw(st.integers(1, 4))
+    kept = []
+    for _ in range(samples):
+        chosen = draw(st.sets(st.integers(0, length - 1), min_size=1, max_size=length))
+        kept.append(torch.tensor(sorted(chosen)))
+    return length, kept
+
+
+@settings(max_examples=150)
+@given(kept_lists())
+def test_fillers_pad_at_the_front_and_rows_keep_their_positions(case):
+    _, kept = case
+    keep = keep_for_samples(kept)
+    width = max(k.numel() for k in kept)
+    assert keep.index.shape == (len(kept), width)
+    for b, k in enumerate(kept):
+        filler = keep.filler[b] if keep.filler is not None else torch.zeros(width, dtype=torch.bool)
+        assert int(filler.sum()) == width - k.numel()
+        assert bool(filler[:width - k.numel()].all())  # fillers first, so the last entry is real
+        assert torch.equal(keep.index[b][~filler], k)
+        assert bool((keep.index[b][filler] == k[0]).all())
+    assert (keep.filler is None) == all(k.numel() == width for k in kept)
+
+
+@settings(max_examples=150)
+@given(kept_lists(), st.booleans())
+def test_masked_fillers_are_never_attended_and_rows_stay_finite(case, as_float):
+    length, kept = case
+    keep = keep_for_samples(kept)
+    if keep.filler is None:
+        return
+    mask = gather_square_mask(causal_mask(len(kept), length, "cpu"), keep.index)
+    if as_float:
+        mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+    masked = mask_fillers(mask, keep.filler)
+    allowed = masked if masked.dtype == torch.bool else masked == 0
+    real = ~keep.filler
+    # no query attends a filler key except the filler itself; every row attends something
+    off_diagonal = ~torch.eye(keep.index.shape[1], dtype=torch.bool)
+    assert not bool((allowed[:, 0] & keep.filler[:, None, :] & off_diagonal).any())
+    assert bool(allowed.any(-1).all())
+    # real rows keep exactly their causal pattern over real keys
+    causal = keep.index[:, None, :] <= keep.index[:, :, None]
+    expected = causal & real[:, None, :]
+    assert torch.equal(allowed[:, 0][real], expected[real])
