@@ -73,7 +73,8 @@ def check_each_sample_alone(tiny_thinker, options, clips, side):
         torch.testing.assert_close(logits[b, kept], alone.logits[0], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("seconds", [(4, 4), (4, 2), (6, 2, 4)], ids=["equal-lengths", "padded", "three-padded"])
+@pytest.mark.parametrize("seconds", [(4, 4), (4, 2), pytest.param((6, 2, 4), marks=pytest.mark.slow)],
+                         ids=["equal-lengths", "padded", "three-padded"])
 def test_batch_generate_matches_each_sample_alone(tiny_thinker, seconds):
     # equal lengths: generate() passes no padding mask and each layer caches its own count; padded:
     # every layer caches one width (fillers masked) so transformers' one decode mask fits them all
