@@ -16,11 +16,9 @@ def align_cache(gm: GraphModule, plan: GraphPlan) -> GraphModule:
     them up to one width when the prompt is padded; see SeatsCall.align_cache). A no-op without a cache."""
     if not plan.cache_writes:
         return gm
-    layer_of = {node: layer.index for layer in plan.layers for node in layer.nodes}
     output = next(n for n in gm.graph.nodes if n.op == "output")
     with gm.graph.inserting_before(output):
-        aligned = gm.graph.call_function(seats_align_cache, (call_node(gm), tuple(layer_of[n] for n in plan.cache_writes),
-                                                             *plan.cache_writes))
+        aligned = gm.graph.call_function(seats_align_cache, (call_node(gm), *plan.cache_writes))
         aligned.meta[GLUE] = True
         for i, written in enumerate(plan.cache_writes):
             item = gm.graph.call_function(operator.getitem, (aligned, i))

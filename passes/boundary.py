@@ -6,7 +6,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from seats_fx.call import seats_gather, seats_gather_mask
-from seats_fx.passes.locate import SIZE_METHODS
+from seats_fx.passes.locate import SIZE_METHODS, find_upstream
 from seats_fx.passes.plan import GraphPlan
 
 GLUE = "seats_glue"  # node.meta flag: runs eagerly between Inductor pieces
@@ -93,7 +93,7 @@ def insert_boundary(gm: GraphModule, plan: GraphPlan, layer_index: int, select, 
     plan.per_token = kept_per_token
     if kept_mask is not None and plan.mask is None:
         for later in plan.layers[layer_index:]:
-            later.attention.kwargs = {**later.attention.kwargs, "attn_mask": kept_mask, "is_causal": False}
+            later.set_mask(kept_mask, is_causal=False)
         plan.mask = kept_mask
     elif kept_mask is not None:
         _replace_in_layers(plan, layer_index, plan.mask, kept_mask)
@@ -115,17 +115,6 @@ def _recompute_sizes(gm: GraphModule, plan: GraphPlan, layer_index: int, old_len
     copies: dict[Node, Node] = {}
     cursor = [new_length]
 
-    def depends_on_length(node: Node) -> bool:
-        seen, stack = set(), [node]
-        while stack:
-            current = stack.pop()
-            if current in old_lengths:
-                return True
-            if current not in seen:
-                seen.add(current)
-                stack.extend(current.all_input_nodes)
-        return False
-
     def recomputed(node):
         if not isinstance(node, Node):
             return node
@@ -134,7 +123,7 @@ def _recompute_sizes(gm: GraphModule, plan: GraphPlan, layer_index: int, old_len
         if node in copies:
             return copies[node]
         if node.op == "placeholder" or not isinstance(node.meta.get("example_value"), torch.SymInt) \
-                or not depends_on_length(node):
+                or find_upstream(node, old_lengths.__contains__) is None:
             return node
         args = torch.fx.node.map_arg(node.args, recomputed)
         kwargs = torch.fx.node.map_arg(node.kwargs, recomputed)

@@ -4,35 +4,15 @@ from __future__ import annotations
 
 import operator
 
-from torch.fx import GraphModule, Node
+from torch.fx import GraphModule
 
 from seats_fx.decode_step import seats_decode_step
 from seats_fx.passes.boundary import GLUE
-from seats_fx.passes.locate import Unsupported, source_name
+from seats_fx.passes.locate import Unsupported, find_upstream, source_name
 from seats_fx.passes.plan import GraphPlan
 
 # inputs transformers builds decode positions from instead of the cache length
 _POSITION_SOURCES = ("attention_mask", "position_ids")
-
-
-def _reads_any_input(node: Node, names: tuple[str, ...]) -> bool:
-    seen, stack = set(), [node]
-    while stack:
-        current = stack.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        if current.op == "placeholder" and any(name in source_name(current) for name in names):
-            return True
-        stack.extend(current.all_input_nodes)
-    return False
-
-
-def _set_attention_mask(attention: Node, mask: Node) -> None:
-    if "attn_mask" in attention.kwargs or len(attention.args) <= 3:
-        attention.kwargs = {**attention.kwargs, "attn_mask": mask}
-    else:
-        attention.args = attention.args[:3] + (mask,) + attention.args[4:]
 
 
 def rewrite_decode_step(gm: GraphModule, plan: GraphPlan) -> GraphModule:
@@ -43,7 +23,8 @@ def rewrite_decode_step(gm: GraphModule, plan: GraphPlan) -> GraphModule:
     positions_users = list(plan.positions.users)
     if any(order[user] <= order[after] for user in positions_users):
         raise Unsupported("the decode graph reads the positions before it builds the attention mask")
-    follows_cache = not _reads_any_input(plan.positions, _POSITION_SOURCES)
+    follows_cache = find_upstream(plan.positions, lambda n: n.op == "placeholder" and any(
+        name in source_name(n) for name in _POSITION_SOURCES)) is None
     layer_keys = [reads[0] for reads in plan.cache]
     with gm.graph.inserting_after(after):
         step = gm.graph.call_function(seats_decode_step, (plan.positions, follows_cache, plan.mask, *layer_keys))
@@ -57,7 +38,7 @@ def rewrite_decode_step(gm: GraphModule, plan: GraphPlan) -> GraphModule:
     for user in positions_users:
         user.replace_input_with(plan.positions, positions)
     for layer, mask in zip(plan.layers, layer_masks):
-        _set_attention_mask(layer.attention, mask)
+        layer.set_mask(mask)
     gm.graph.lint()
     gm.recompile()
     return gm

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 import re
+from typing import Callable
 
 import torch
 from torch.fx import GraphModule, Node
@@ -114,6 +115,21 @@ def locate_tap(gm: GraphModule) -> TapPlan | None:
                 and node.args[0] is ids_node and node.args[1].op == "placeholder":
             weight_index = placeholders.index(node.args[1])
     return TapPlan(placeholders.index(ids_node), {k: tuple(sorted(v)) for k, v in token_ids.items()}, weight_index)
+
+
+def find_upstream(node: Node, found: Callable[[Node], bool]) -> Node | None:
+    """Returns the first of `node` and the nodes it is computed from (transitively) for which `found`
+    holds, or None."""
+    seen, stack = set(), [node]
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if found(current):
+            return current
+        stack.extend(current.all_input_nodes)
+    return None
 
 
 def source_name(node: Node) -> str:
@@ -237,8 +253,7 @@ def locate_decoder(gm: GraphModule) -> GraphPlan | None:
 
     cache = _cache_reads(layers, outside_inputs)
     first = layers[0]
-    sdpa_masks = {layer.attention.kwargs.get("attn_mask", layer.attention.args[3]
-                                             if len(layer.attention.args) > 3 else None) for layer in layers}
+    sdpa_masks = {layer.mask for layer in layers}
     if len(sdpa_masks) != 1:
         raise Unsupported("layers use different attention masks (sliding-window layers are not supported)")
     mask = sdpa_masks.pop()
@@ -308,15 +323,7 @@ def _layer_addition(output: Node, in_layers: set[Node]) -> tuple[Node, Node] | N
     term = terms[0]
     if getattr(_example(term), "shape", None) != getattr(_example(output), "shape", None):
         return None
-    seen, stack = set(), [term]
-    while stack:
-        node = stack.pop()
-        if node in in_layers:
-            return None
-        if node not in seen:
-            seen.add(node)
-            stack.extend(node.all_input_nodes)
-    return add, term
+    return None if find_upstream(term, in_layers.__contains__) is not None else (add, term)
 
 
 def _cache_reads(layers: list[LayerNodes], outside_inputs: list[set[Node]]) -> list[tuple[Node, ...]]:
@@ -360,16 +367,7 @@ def _padding_mask_input(gm: GraphModule, mask: Node | None, adapter) -> Node | N
     """Returns the (B, L) padding-mask input the 4-D mask is built from (by its Dynamo source), or None."""
     if mask is None:
         return None
-    seen, stack = set(), [mask]
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        if node.op == "placeholder" and source_name(node) == adapter.attention_mask_source:
-            return node
-        stack.extend(node.all_input_nodes)
-    return None
+    return find_upstream(mask, lambda n: n.op == "placeholder" and source_name(n) == adapter.attention_mask_source)
 
 
 def _check_literal_length(layers: list[LayerNodes], length: int) -> None:

@@ -30,6 +30,20 @@ class LayerNodes:
     def scale(self) -> "float | Node | None":
         return self.attention.kwargs.get("scale")
 
+    @property
+    def mask(self) -> "Node | None":
+        args = self.attention.args
+        return self.attention.kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
+
+    def set_mask(self, mask: Node, **flags) -> None:
+        """Points the attention call at `mask` (and sets flags such as is_causal), wherever it passes it."""
+        args = self.attention.args
+        if len(args) > 3 and "attn_mask" not in self.attention.kwargs:
+            self.attention.args = args[:3] + (mask,) + args[4:]
+            self.attention.kwargs = {**self.attention.kwargs, **flags}
+        else:
+            self.attention.kwargs = {**self.attention.kwargs, "attn_mask": mask, **flags}
+
 
 @dataclass
 class GraphPlan:

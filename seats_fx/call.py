@@ -97,9 +97,8 @@ class SeatsCall:
         self.num_windows = [int(n) + 1 for n in self.window.amax(1)]
         self.filler: torch.Tensor | None = None  # (B, K): entries that only fill a sample up to width K
         self.inputs_embeds = inputs_embeds
-        self.padded_prompt = not bool((self.valid > 0).all())
-        real = self.valid[None] > 0
-        self.next_position = positions.masked_fill(~real, -1).amax(dim=(0, 2)) + 1
+        self.padded_prompt = not bool(real.all())
+        self.next_position = positions.masked_fill(~real[None], -1).amax(dim=(0, 2)) + 1
 
     def _why_not(self, inputs_embeds: torch.Tensor) -> str | None:
         if self.tap is None:
@@ -218,7 +217,7 @@ class SeatsCall:
         full = hidden.new_zeros(hidden.shape[0], length + 1, hidden.shape[2])
         return full.scatter(1, target[:, :, None].expand(-1, -1, hidden.shape[2]), hidden)[:, :length]
 
-    def align_cache(self, layer_of: tuple[int, ...], written: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    def align_cache(self, written: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """Returns the keys/values the layers hand to the KV cache, all at one width when the prompt is padded.
 
         With padding, transformers builds a decode step's mask from its 2-D padding mask once, sized by
@@ -231,8 +230,7 @@ class SeatsCall:
             return written
         width = max(t.shape[-2] for t in written)
         aligned = tuple(torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0)) for t in written)
-        valid = record.layer_valid or [torch.ones(self.valid.shape[0], n, dtype=torch.bool, device=self.valid.device)
-                                       for n in record.layer_lengths]
+        valid = record.valid_entries(self.valid.device)
         missing = [width - n for n in record.layer_lengths]
         valid = [torch.nn.functional.pad(v, (m, 0), value=False) for v, m in zip(valid, missing)]
         set_prefill_record(PrefillRecord(record.input_length, [width] * len(valid), valid, record.next_position))
@@ -300,5 +298,5 @@ def seats_finish(call: SeatsCall, hidden):
     return call.finish(hidden)
 
 
-def seats_align_cache(call: SeatsCall, layer_of: tuple[int, ...], *written):
-    return call.align_cache(layer_of, written)
+def seats_align_cache(call: SeatsCall, *written):
+    return call.align_cache(written)

@@ -57,6 +57,4 @@ def seats_decode_step(positions: torch.Tensor, positions_follow_cache: bool, mas
                                f"prompt's positions (expected {expected.tolist()})")
     if mask is None and record.layer_valid is None:
         return positions, (None,) * len(layer_keys)
-    valid = record.layer_valid or [torch.ones(positions.shape[1], n, dtype=torch.bool, device=positions.device)
-                                   for n in record.layer_lengths]
-    return positions, tuple(_layer_mask(v.to(positions.device), steps, mask) for v in valid)
+    return positions, tuple(_layer_mask(v, steps, mask) for v in record.valid_entries(positions.device))

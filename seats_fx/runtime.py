@@ -64,6 +64,13 @@ class PrefillRecord:
     layer_valid: list[torch.Tensor] | None
     next_position: torch.Tensor
 
+    def valid_entries(self, device) -> list[torch.Tensor]:
+        """Returns layer_valid, spelled out (all True) when every cached entry is a real token."""
+        if self.layer_valid is not None:
+            return [v.to(device) for v in self.layer_valid]
+        batch = self.next_position.shape[0]
+        return [torch.ones(batch, n, dtype=torch.bool, device=device) for n in self.layer_lengths]
+
 
 @dataclass
 class VisionRun:
