@@ -124,14 +124,15 @@ class _DecoderRunner:
     """Runs the rewritten decoder graph with a fresh SeatsCall per call."""
 
     def __init__(self, rewritten: GraphModule, config: SeatsConfig, adapter, depth: int,
-                 recorders: list[Callable]) -> None:
+                 recorders: list[Callable], positions_per_second: int) -> None:
         self.rewritten, self.config, self.adapter, self.depth = rewritten, config, adapter, depth
-        self.recorders = recorders
+        self.recorders, self.positions_per_second = recorders, positions_per_second
 
     def __call__(self, *args):
         for record in self.recorders:
             record(args, ())
-        call = SeatsCall(self.config, self.adapter, self.depth, take_modality_tap(), take_encoder_taps())
+        call = SeatsCall(self.config, self.adapter, self.depth, take_modality_tap(), take_encoder_taps(),
+                         self.positions_per_second)
         return self.rewritten(call, *args)
 
 
@@ -168,8 +169,17 @@ class _UnprunedDecodeStep:
 class SeatsBackend:
     """A Dynamo backend; `torch.compile(model, backend="seats", options={...})` builds one per compile."""
 
-    def __init__(self, options: Mapping[str, Any] | SeatsConfig | None = None) -> None:
+    def __init__(self, options: Mapping[str, Any] | SeatsConfig | None = None,
+                 positions_per_second: int | None = None) -> None:
+        """positions_per_second: the model config's TMRoPE position_id_per_seconds, which the windows are cut
+        on. seats_fx.compile passes it; a graph carries no trace of it, so a bare torch.compile(backend=
+        "seats") assumes the family's released value (25 for both families) and says so once."""
         self.config = SeatsConfig.from_options(options)
+        if positions_per_second is not None and (isinstance(positions_per_second, bool)
+                                                 or not isinstance(positions_per_second, int)
+                                                 or positions_per_second <= 0):
+            raise ValueError(f"seats: positions_per_second must be a positive int, got {positions_per_second!r}")
+        self.positions_per_second = positions_per_second
         self.manager = SeatsPassManager(self.config)
         self.decoder_compiles = 0  # how many prompt decoder graphs Dynamo handed this backend (recompiles + 1)
         self.decode_compiles = 0  # how many one-token decode-step graphs
@@ -231,7 +241,14 @@ class SeatsBackend:
         rewritten = self.manager(working, plan)  # resolves the stage plan: a bad layer choice fails here
         self.decoder_compiles += 1
         log.info("seats: rewrote decoder graph with %d layers: %s", depth, ", ".join(plan.boundaries) or "no stage")
-        return _DecoderRunner(rewritten, self.config, plan.adapter, depth, recorders)
+        per_second = self.positions_per_second
+        if per_second is None:
+            per_second = plan.adapter.position_id_per_seconds
+            if "positions per second" not in self._warned:
+                self._warned.add("positions per second")
+                log.info("seats: windows assume %d TMRoPE positions per second (the released %s value); "
+                         "seats_fx.compile reads the model's own config", per_second, plan.adapter.family)
+        return _DecoderRunner(rewritten, self.config, plan.adapter, depth, recorders, per_second)
 
 
 def seats(gm: GraphModule, example_inputs: list, **kwargs) -> Callable:

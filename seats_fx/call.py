@@ -45,9 +45,10 @@ class SeatsCall:
     """One decoder call: the stage plan, the token layout, and the positions currently kept."""
 
     def __init__(self, config: SeatsConfig, adapter, depth: int, tap: ModalityTap | None,
-                 encoder_taps: EncoderTaps | None) -> None:
+                 encoder_taps: EncoderTaps | None, positions_per_second: int) -> None:
         self.config = config
         self.adapter = adapter
+        self.positions_per_window = int(positions_per_second * config.window_seconds)
         self.plan = StagePlan.resolve(config, depth, adapter.drop_layer_fractions, adapter.late_block_fraction)
         self.tap = tap
         self.encoder_taps = encoder_taps
@@ -77,7 +78,7 @@ class SeatsCall:
             ids = self.tap.input_ids
             layout = build_token_layout(ids, positions[0], self.valid, self.tap.token_ids.get("video", ()),
                                         self.tap.token_ids.get("audio", ()), self.tap.token_ids.get("image", ()),
-                                        int(self.adapter.position_id_per_seconds * self.config.window_seconds))
+                                        self.positions_per_window)
             self.modality, self.window = layout.modality, layout.window
             if not bool((self.modality != TEXT).any()):
                 reason = "no video or audio tokens in this call"

@@ -31,8 +31,8 @@ class Qwen3OmniMoeAdapter(ThinkerAdapter):
     rotary_path_suffix = "language_model.rotary_emb"
     final_norm_path_suffix = "language_model.norm"
     modality_compare_pattern = r"input_ids == self\.config\.(image|video|audio)_token_id"
-    # TMRoPE temporal positions per second the backend's windows assume: transformers' default, which the
-    # tiny test configs use (the eager reference reads the config instead; see the issue-4 note)
+    # TMRoPE positions per second a bare torch.compile(backend="seats") assumes (transformers' default);
+    # seats_fx.compile passes the model config's own value to the backend instead
     position_id_per_seconds = 25
     audio_lengths_source = "L['feature_attention_mask']"
     attention_mask_source = "L['attention_mask']"

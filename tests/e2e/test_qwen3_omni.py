@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 import seats_fx
 from seats_fx import SeatsBackend, last_stats
 from seats_fx.models import Qwen3OmniMoeAdapter, adapter_for
-from seats_fx.models.synthetic import ClipSpec, synthetic_audio_inputs, synthetic_clip_inputs, synthetic_image_inputs
+from seats_fx.models.configs import token_ids_for_vocab
+from seats_fx.models.synthetic import (ClipSpec, batch_inputs, synthetic_audio_inputs, synthetic_clip_inputs,
+                                       synthetic_image_inputs)
 from seats_fx.reference import seats_forward, seats_generate
 
-from generate_helpers import cache_lengths, fresh_copy, generate
+from generate_helpers import cache_lengths, compiled_copy, fresh_copy, generate
 
 OPTIONS = dict(progressive_drop_layers=(3, 5), late_block_layer=7, inductor=False)
 PROMPTS = {
@@ -83,6 +85,29 @@ def test_generate_matches_reference_decoder(tiny_qwen3, clip, retention):
     assert cache_lengths(cache) == cache_lengths(reference.cache)
 
 
+def test_windows_follow_the_configs_positions_per_second(tiny_qwen3):
+    # a checkpoint may use another TMRoPE rate than transformers' default (25): windows must follow its config
+    model = fresh_copy(tiny_qwen3)
+    model.config.position_id_per_seconds = 13
+    inputs = synthetic_clip_inputs(model.config, ClipSpec(video_seconds=6, height=128, width=96, seed=3))
+    options = dict(OPTIONS, retention=0.2)
+    reference = seats_forward(model, inputs, options)
+    with torch.no_grad():
+        seats_fx.compile(model, options)(**inputs)
+    followed = last_stats()
+    assert followed.pruned, followed.skipped
+    for got, expected in zip(followed.stage_positions, reference.stages):
+        assert torch.equal(got, expected.kept_positions), f"{expected.stage} after layer {expected.after_layer}"
+    # a bare compile cannot see the config and assumes 25 positions per second: other windows, other picks
+    bare = fresh_copy(tiny_qwen3)
+    bare.config.position_id_per_seconds = 13
+    adapter_for(bare).prepare_for_compile()
+    with torch.no_grad():
+        torch.compile(bare, backend=SeatsBackend(options), dynamic=True)(**inputs)
+    assert last_stats().pruned
+    assert not all(torch.equal(a, b) for a, b in zip(last_stats().stage_positions, followed.stage_positions))
+
+
 def test_keep_everything_generate_equals_plain_generate(tiny_qwen3):
     inputs = PROMPTS["clip-with-audio"](tiny_qwen3.config)
     model = seats_fx.compile(fresh_copy(tiny_qwen3), dict(retention=1.0, stage3=False, inductor=False))
@@ -112,3 +137,59 @@ def test_static_trace_of_the_moe_decoder_is_refused_with_the_fix(tiny_qwen3):
         torch.compile(model, backend=SeatsBackend(dict(OPTIONS, retention=0.2)), dynamic=False)(**inputs)
     assert not last_stats().pruned and "dynamic=True" in last_stats().skipped
     assert Qwen3OmniMoeAdapter.static_traces_supported is False
+
+
+BATCH_CLIPS = [ClipSpec(video_seconds=4, height=128, width=128, seed=1),
+               ClipSpec(video_seconds=2, height=128, width=96, audio_seconds=1.0, seed=2)]
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_batch_samples_keep_what_they_keep_alone(tiny_qwen3, side):
+    options = dict(OPTIONS, retention=0.2)
+    singles = [synthetic_clip_inputs(tiny_qwen3.config, clip) for clip in BATCH_CLIPS]
+    batch = batch_inputs(singles, token_ids_for_vocab(tiny_qwen3.config.text_config.vocab_size)["pad"], side)
+    with torch.no_grad():
+        logits = compiled_copy(tiny_qwen3, options)(**batch).logits
+    stats = last_stats()
+    assert stats.pruned, stats.skipped
+    width = batch["input_ids"].shape[1]
+    for b, single in enumerate(singles):
+        offset = width - single["input_ids"].shape[1] if side == "left" else 0
+        kept = stats.kept_positions[b]
+        kept = kept[kept >= 0]  # -1: entries that only fill this sample up to the batch's width
+        assert bool((batch["attention_mask"][b, kept] == 1).all()), "a padding position was kept"
+        alone = seats_forward(tiny_qwen3, single, options)
+        assert torch.equal(kept - offset, alone.kept_positions[0])
+        torch.testing.assert_close(logits[b, kept], alone.logits[0], atol=1e-4, rtol=0)
+
+
+def test_batch_generate_matches_each_sample_alone(tiny_qwen3):
+    options = dict(OPTIONS, retention=0.2)
+    pad = token_ids_for_vocab(tiny_qwen3.config.text_config.vocab_size)["pad"]
+    singles = [synthetic_clip_inputs(tiny_qwen3.config, clip) for clip in BATCH_CLIPS]
+    model = compiled_copy(tiny_qwen3, options)
+    model.generation_config.pad_token_id = pad
+    generated, cache = generate(model, batch_inputs(singles, pad), 4)
+    assert last_stats().pruned, last_stats().skipped
+    for b, single in enumerate(singles):
+        alone = seats_generate(tiny_qwen3, single, options, max_new_tokens=4).tokens[0]
+        assert generated[b].tolist() == alone.tolist(), f"sample {b}"
+    assert len({layer.keys.shape[-2] for layer in cache.layers}) == 1  # padded: one width for every layer
+
+
+def test_full_model_text_generate_prunes_its_thinker(tiny_qwen3):
+    from transformers import Qwen3OmniMoeConfig, Qwen3OmniMoeForConditionalGeneration
+
+    # text output never runs the talker; a tiny talker config is not needed to show the thinker is found
+    model = Qwen3OmniMoeForConditionalGeneration(
+        Qwen3OmniMoeConfig(thinker_config=tiny_qwen3.config.to_dict(), enable_audio_output=False)).eval()
+    model.thinker.load_state_dict(tiny_qwen3.state_dict())
+    options = dict(OPTIONS, retention=0.2)
+    inputs = PROMPTS["clip-with-audio"](tiny_qwen3.config)
+    seats_fx.compile(model, options)
+    with torch.no_grad():
+        sequences = model.generate(**inputs, generation_mode="text", thinker_max_new_tokens=4,
+                                   thinker_do_sample=False)
+    assert last_stats().pruned, last_stats().skipped
+    reference = seats_generate(tiny_qwen3, inputs, options, max_new_tokens=4)
+    assert sequences[:, inputs["input_ids"].shape[1]:].tolist() == reference.tokens.tolist()
