@@ -5,7 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-all
+BENCH_STAMP := $(VENV)/.bench-installed
+
+.PHONY: demo test test-slow test-fuzz test-all bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,5 +24,16 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+test-fuzz: $(STAMP)
+	$(PY) -m pytest -q -m fuzz
+
 test-all: $(STAMP)
 	$(PY) -m pytest -q
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+# FLOPs, prefill timings, fidelity proxy -> bench/results/ (report.md, report.json, PNG plots)
+bench: $(BENCH_STAMP)
+	$(PY) -m bench.report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import operator
 import re
 from typing import Callable
@@ -59,6 +60,30 @@ def family_of(gm: GraphModule):
         if adapter.decoder_layer_class in names:
             return adapter
     return None
+
+
+def _family_files() -> tuple[str, ...]:
+    """The modeling files of the known families (their code appears in a thinker graph's stack traces)."""
+    return tuple(inspect.getfile(adapter.thinker_class) for adapter in ADAPTERS)
+
+
+def foreign_source(gm: GraphModule) -> str | None:
+    """Returns where a graph's code comes from ("file:line in function") when it is not a known family's
+    code, or None when any node was traced from a known family's modeling file or no node says where
+    it comes from. Such a graph belongs to a model seats does not prune (a Llama, a user module)."""
+    traces = [node.meta.get("stack_trace") or "" for node in gm.graph.nodes]
+    traces = [trace for trace in traces if trace]
+    if not traces:
+        return None
+    files = _family_files()
+    if any(path in trace for trace in traces for path in files):
+        return None
+    frames = [frame for trace in traces for frame in re.findall(r'File "([^"]+)", line (\d+), in (\S+)', trace)]
+    if not frames:
+        return "code outside the supported families"
+    # name the model's own code where a frame shows it (transformers' wrappers come first in the traces)
+    path, line, function = next((f for f in frames if "/models/" in f[0]), frames[-1])
+    return f"{path}:{line} in {function}"
 
 
 def decoder_layer_frame(gm: GraphModule):

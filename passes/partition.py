@@ -4,31 +4,49 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch._inductor.custom_graph_pass import CustomGraphPass
 from torch.fx import GraphModule
 from torch.fx.passes.split_module import split_module
 
 from seats_fx.passes.boundary import GLUE
 
 
+class SeatsCacheKey(CustomGraphPass):
+    """Puts the seats pass manager's uuid (config + every pass's source) into Inductor's cache key of each
+    piece, as a post-grad pass that changes nothing: a changed option or pass never meets a cached piece
+    compiled under another."""
+
+    def __init__(self, uuid: str) -> None:
+        self._uuid = uuid
+
+    def __call__(self, graph: torch.fx.graph.Graph) -> None:
+        return None
+
+    def uuid(self) -> str:
+        return self._uuid
+
+
 class InductorPiece(nn.Module):
     """A piece of the decoder between two stage boundaries, compiled by Inductor on first call with
     dynamic shapes (kept-token counts change from call to call without recompiling)."""
 
-    def __init__(self, piece: GraphModule, use_inductor: bool) -> None:
+    def __init__(self, piece: GraphModule, use_inductor: bool, cache_key: str) -> None:
         super().__init__()
         self.piece = piece
         self.use_inductor = use_inductor
+        self.cache_key = cache_key
         self._compiled = None
 
     def forward(self, *args):
         if not self.use_inductor:
             return self.piece(*args)
         if self._compiled is None:
-            self._compiled = torch.compile(self.piece, backend="inductor", dynamic=True)
+            self._compiled = torch.compile(self.piece, backend="inductor", dynamic=True,
+                                           options={"post_grad_custom_post_pass": SeatsCacheKey(self.cache_key)})
         return self._compiled(*args)
 
 
-def partition(gm: GraphModule, use_inductor: bool = True) -> GraphModule:
+def partition(gm: GraphModule, use_inductor: bool, cache_key: str) -> GraphModule:
     """Returns a GraphModule whose submodules alternate Inductor pieces and glue (selection + gathers)."""
     part_of: dict[str, int] = {}
     part, previous = 0, None
@@ -47,6 +65,6 @@ def partition(gm: GraphModule, use_inductor: bool = True) -> GraphModule:
     for name, child in list(split.named_children()):
         index = int(name.rsplit("_", 1)[-1])
         if index not in glue_parts:
-            setattr(split, name, InductorPiece(child, use_inductor))
+            setattr(split, name, InductorPiece(child, use_inductor, cache_key))
     split.meta["seats_glue_parts"] = sorted(glue_parts)
     return split

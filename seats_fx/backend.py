@@ -8,9 +8,11 @@ from typing import Any, Callable, Mapping
 import torch
 from torch.fx import GraphModule, Node
 
-from seats_fx.call import SeatsCall
+from seats_fx.call import SeatsCall, glue_seconds, reset_glue_clock
 from seats_fx.config import SeatsConfig
-from seats_fx.passes.locate import (ContinuedPrompt, Unsupported, decoder_layer_frame, family_of, locate_decoder,
+from seats_fx.models import ADAPTERS
+from seats_fx.passes.locate import (ContinuedPrompt, Unsupported, decoder_layer_frame, family_of, foreign_source,
+                                    locate_decoder,
                                     locate_embedding_tap, locate_encoder_taps, locate_tap)
 from seats_fx.passes.manager import SeatsPassManager
 from seats_fx.runtime import (SeatsStats, prefill_record, record_attention_chunks, record_audio_lengths,
@@ -133,7 +135,10 @@ class _DecoderRunner:
             record(args, ())
         call = SeatsCall(self.config, self.adapter, self.depth, take_modality_tap(), take_encoder_taps(),
                          self.positions_per_second)
-        return self.rewritten(call, *args)
+        reset_glue_clock()
+        outputs = self.rewritten(call, *args)
+        call.stats.selection_seconds = glue_seconds()
+        return outputs
 
 
 class _UnprunedDecoder:
@@ -189,10 +194,12 @@ class SeatsBackend:
     def _lower(self, gm: GraphModule, example_inputs: list) -> Callable:
         return _inductor(gm, example_inputs) if self.config.inductor else gm.forward
 
-    def _unpruned(self, gm: GraphModule, example_inputs: list, reason: Unsupported) -> Callable:
-        """A decoder graph seats cannot rewrite: compiled unchanged, one warning per kind of reason
-        (strict: an error), and last_stats() says why when it runs."""
-        if self.config.strict:
+    def _unpruned(self, gm: GraphModule, example_inputs: list, reason: Unsupported,
+                  strict_raises: bool = True) -> Callable:
+        """A decoder graph seats cannot (or must not) rewrite: compiled unchanged, one warning per kind of
+        reason (strict: an error, unless the graph was understood and left alone on purpose), and
+        last_stats() says why when it runs."""
+        if self.config.strict and strict_raises:
             raise RuntimeError(f"seats (strict): cannot rewrite this decoder graph: {reason}") from None
         if reason.kind not in self._warned:  # e.g. one per layer when a decoder came in pieces
             self._warned.add(reason.kind)
@@ -216,6 +223,17 @@ class SeatsBackend:
         log.info("seats: rewrote a decode-step graph with %d layers", len(plan.layers))
         return rewritten.forward
 
+    def _foreign(self, gm: GraphModule, example_inputs: list, where: str) -> Callable:
+        """A graph of a model seats does not prune: compiled unchanged, one log line per backend."""
+        message = (f"seats: not a Qwen-Omni thinker graph (code from {where}); supported families: "
+                   f"{[a.family for a in ADAPTERS]}")
+        if self.config.strict:
+            raise RuntimeError(f"{message} (strict)")
+        if "foreign model" not in self._warned:
+            self._warned.add("foreign model")
+            log.warning("%s; compiled by Inductor unchanged", message)
+        return self._lower(gm, example_inputs)
+
     def __call__(self, gm: GraphModule, example_inputs: list) -> Callable:
         if family_of(gm) is None:
             piece = decoder_layer_frame(gm)
@@ -224,8 +242,14 @@ class SeatsBackend:
                                      "code broke the decoder into pieces; for Qwen3-Omni use seats_fx.compile)",
                                      kind="partial decoder")
                 return self._unpruned(gm, example_inputs, reason)
+            where = foreign_source(gm)
+            if where is not None:
+                return self._foreign(gm, example_inputs, where)
             tapped, recorders, outputs = _tap_graph(gm)
-            compiled = self._lower(tapped, example_inputs)
+            # the thinker's lm_head usually runs in a graph after the decoder's: skip pruned (zero) rows
+            # (inference only: a zero row's logits are zero, but its gradient is not)
+            with_logits = None if torch.is_grad_enabled() else self.manager.logits_graph(_copy_graph_module(tapped))
+            compiled = with_logits.forward if with_logits is not None else self._lower(tapped, example_inputs)
             return _TappedGraph(compiled, recorders, outputs) if recorders else compiled
         # Dynamo reads the graph after the backend returns: rewrite a copy, never `gm` itself
         working = _copy_graph_module(gm)
@@ -235,6 +259,11 @@ class SeatsBackend:
             return self._unpruned(gm, example_inputs, reason)
         if plan.seq_len == 1:
             return self._decode_step(gm, working, plan, example_inputs)
+        if torch.is_grad_enabled():  # Dynamo guards on grad mode: a no_grad call compiles its own graph
+            return self._unpruned(gm, example_inputs, Unsupported(
+                "traced with gradients enabled (training, or a forward outside torch.no_grad() / "
+                "torch.inference_mode()): seats prunes inference only, so gradients stay those of the full "
+                "model; generate() and no_grad forwards are pruned", kind="grad mode"), strict_raises=False)
         depth = len(plan.layers)
         # text-only and fused forwards see input_ids in the decoder graph itself
         recorders = _input_recorders(gm)

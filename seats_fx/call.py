@@ -7,7 +7,10 @@ Inductor-compiled pieces of the decoder (eagerly, with sizes known on the host),
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
+import time
 
 import torch
 
@@ -34,6 +37,31 @@ def _received(chunks: list[tuple[torch.Tensor, torch.Tensor]], scale: float | No
         bounds = torch.tensor([0, q.shape[0]])
         parts.append(encoder_attention_received(q, k, bounds, scale if scale is not None else q.shape[-1] ** -0.5))
     return torch.cat(parts)
+
+
+_glue_clock = threading.local()
+
+
+def _timed(glue):
+    """Adds the wall time of a glue function to this thread's selection clock (see glue_seconds)."""
+    @functools.wraps(glue)
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return glue(*args, **kwargs)
+        finally:
+            _glue_clock.seconds = getattr(_glue_clock, "seconds", 0.0) + time.perf_counter() - start
+    return timed
+
+
+def reset_glue_clock() -> None:
+    _glue_clock.seconds = 0.0
+
+
+def glue_seconds() -> float:
+    """Returns the seconds this thread spent in selection glue since reset_glue_clock(): scores, budgets,
+    keep indices and gathers between the compiled pieces (on CUDA, host syncs there wait for the GPU)."""
+    return getattr(_glue_clock, "seconds", 0.0)
 
 
 def _counts(modality: torch.Tensor, valid: torch.Tensor) -> dict[str, int]:
@@ -173,7 +201,8 @@ class SeatsCall:
 
     def stage1(self, hidden: torch.Tensor) -> KeepIndex:
         levels = {VIDEO: self.plan.video.encoder_level, AUDIO: self.plan.audio.encoder_level}
-        kept = [stage1_keep_index(hidden[b], self.token_weights[b], self.modality[b], self.window[b], levels)
+        kept = [stage1_keep_index(hidden[b], self.token_weights[b], self.modality[b], self.window[b], levels,
+                                  self.config.stage1_selector, self.config.seed)
                 for b in range(hidden.shape[0])]
         return self._keep("stage1", 0, kept)
 
@@ -188,7 +217,8 @@ class SeatsCall:
         for b in range(query.shape[0]):
             video_keep, audio_keep = self.plan.stage2_keep(step, self.video_counts[b], self.audio_counts[b])
             kept.append(stage2_keep_index(relevance[b], self.modality[b], self.window[b], self.num_windows[b],
-                                          video_keep, audio_keep, self.config.window_temperature))
+                                          video_keep, audio_keep, self.config.window_temperature,
+                                          self.config.stage2_allocation))
         return self._keep("stage2", layer_number, kept)
 
     def stage3(self, layer_number: int) -> KeepIndex:
@@ -251,10 +281,12 @@ class SeatsCall:
 
 
 # ---- functions the rewritten graph calls (FX call_function targets) -----------------------------------
+@_timed
 def seats_begin(call: SeatsCall, inputs_embeds, positions, attention_mask, cache=()) -> None:
     call.begin(inputs_embeds, positions, attention_mask, cache)
 
 
+@_timed
 def seats_select_stage1(call: SeatsCall, hidden):
     call.measured(0, hidden)
     if not call.active or not call.config.stage1:
@@ -262,6 +294,7 @@ def seats_select_stage1(call: SeatsCall, hidden):
     return call.stage1(hidden)
 
 
+@_timed
 def seats_select_stage2(call: SeatsCall, hidden, layer_number: int, query, key, scale=None):
     call.measured(layer_number, hidden)
     if not call.active or not bool((call.modality != TEXT).any()):
@@ -269,6 +302,7 @@ def seats_select_stage2(call: SeatsCall, hidden, layer_number: int, query, key, 
     return call.stage2(layer_number, query, key, scale)
 
 
+@_timed
 def seats_select_stage3(call: SeatsCall, hidden, layer_number: int):
     call.measured(layer_number - 1, hidden)
     if not call.active:
@@ -276,10 +310,12 @@ def seats_select_stage3(call: SeatsCall, hidden, layer_number: int):
     return call.stage3(layer_number)
 
 
+@_timed
 def seats_gather(value, keep: KeepIndex | None, dim: int):
     return value if keep is None else gather_tokens(value, keep.index, dim)
 
 
+@_timed
 def seats_gather_mask(mask, keep: KeepIndex | None, kept_hidden=None):
     """Returns the mask of the kept tokens. kept_hidden is given where the graph had no mask (causal
     attention) and the layers after this boundary now take an explicit one: samples of a batch may
@@ -295,9 +331,11 @@ def seats_gather_mask(mask, keep: KeepIndex | None, kept_hidden=None):
     return kept if keep.filler is None else mask_fillers(kept, keep.filler)
 
 
+@_timed
 def seats_finish(call: SeatsCall, hidden):
     return call.finish(hidden)
 
 
+@_timed
 def seats_align_cache(call: SeatsCall, *written):
     return call.align_cache(written)

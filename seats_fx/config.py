@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+from seats_fx.ops.stage_select import STAGE1_SELECTORS, STAGE2_ALLOCATIONS
+
 
 def _fail(name: str, allowed: str, value: Any) -> None:
     raise ValueError(f"SeatsConfig.{name} must be {allowed}, got {value!r}")
@@ -21,6 +23,11 @@ def _check_ratio(name: str, value: Any) -> None:
 def _check_positive_number(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value) > 0.0:
         _fail(name, "a number > 0", value)
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _fail(name, f"one of {choices}", value)
 
 
 def _check_layer_list(name: str, value: Any) -> None:
@@ -64,6 +71,12 @@ class SeatsConfig:
     stage1: bool = True
     stage2: bool = True
     stage3: bool = True
+    # how stage 1 picks inside a window x modality group: "weighted_diversity" (SEATS), "diversity"
+    # (DivPrune), "random" (seeded by `seed`), "uniform" (evenly spaced in time)
+    stage1_selector: str = "weighted_diversity"
+    # how stage 2 splits its budget: "windows" (SEATS: windows, then modalities) or "global" (FastV's top-k)
+    stage2_allocation: str = "windows"
+    seed: int = 0
     # raise instead of falling back to the unpruned graph when a model or graph is not understood
     strict: bool = False
     # lower the rewritten decoder's pieces with Inductor; False runs them eagerly (debugging)
@@ -96,6 +109,10 @@ class SeatsConfig:
                 or not 1.0 <= float(self.drop_growth) <= 100.0:
             _fail("drop_growth", "a number in [1, 100]", self.drop_growth)
         _check_positive_number("window_seconds", self.window_seconds)
+        _check_choice("stage1_selector", self.stage1_selector, STAGE1_SELECTORS)
+        _check_choice("stage2_allocation", self.stage2_allocation, STAGE2_ALLOCATIONS)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            _fail("seed", "an int >= 0", self.seed)
         for name in ("stage1", "stage2", "stage3", "strict", "inductor"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, "a bool", getattr(self, name))

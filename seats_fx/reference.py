@@ -111,7 +111,7 @@ def seats_decode(adapter, encoded: EncodedPrompt, config: SeatsConfig, cache=Non
     if config.stage1 and video_count + audio_count:
         levels = {VIDEO: plan.video.encoder_level, AUDIO: plan.audio.encoder_level}
         index = stage1_keep_index(state.hidden[0], encoded.token_weights[0], state.modality[0], state.window[0],
-                                  levels)
+                                  levels, config.stage1_selector, config.seed)
         state.keep(index[None])
         record("stage1", 0)
 
@@ -136,7 +136,7 @@ def seats_decode(adapter, encoded: EncodedPrompt, config: SeatsConfig, cache=Non
             step = plan.drop_layers.index(number)
             video_keep, audio_keep = plan.stage2_keep(step, video_count, audio_count)
             index = stage2_keep_index(relevance[0], state.modality[0], state.window[0], num_windows,
-                                      video_keep, audio_keep, config.window_temperature)
+                                      video_keep, audio_keep, config.window_temperature, config.stage2_allocation)
             state.keep(index[None])
             record("stage2", number, relevance)
 

@@ -40,6 +40,8 @@ class SeatsStats:
     layer_counts: list[dict[str, int]] = field(default_factory=list)
     kept_positions: torch.Tensor | None = None
     stage_positions: list[torch.Tensor] = field(default_factory=list)
+    # wall time of the selection glue between the compiled pieces of this call (seats_fx.call.glue_seconds)
+    selection_seconds: float = 0.0
 
     def mean_fraction(self, modality: str) -> float:
         """Returns the layer-averaged fraction of `modality` tokens processed (1.0 when nothing was pruned)."""

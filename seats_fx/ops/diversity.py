@@ -5,15 +5,24 @@ from __future__ import annotations
 import torch
 
 
+# distances are compared on this grid: candidates equal up to float noise (repeated frames, silence) tie
+# exactly and the lower index wins, so kernels that differ in the last bits (Inductor vs eager) pick alike
+DISTANCE_GRID = 2.0 ** -14
+
+
 def weighted_cosine_distance(embeds: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Returns D[g, s, c] = (1 - cos(x_s, x_c)) * a_c for groups of tokens.
+    """Returns D[g, s, c] = (1 - cos(x_s, x_c)) * a_c / max(a) for groups of tokens, on DISTANCE_GRID.
 
     embeds: (G, n, d); weights: (G, n) attention each token receives. Column c (the candidate) is scaled
-    by its own weight, so tokens the encoder attends to are preferred among equally novel ones.
+    by its own weight, so tokens the encoder attends to are preferred among equally novel ones. Dividing
+    by the group's largest weight changes no choice (max-min is scale-free) and puts D in [0, 2].
     """
     unit = torch.nn.functional.normalize(embeds.float(), dim=-1)
     cosine = unit @ unit.transpose(1, 2)
-    return (1.0 - cosine).clamp_min(0.0) * weights.float().unsqueeze(1)
+    weights = weights.float()
+    scale = weights.amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    distance = (1.0 - cosine).clamp_min(0.0) * (weights / scale).unsqueeze(1)
+    return torch.round(distance / DISTANCE_GRID) * DISTANCE_GRID
 
 
 def diversity_select(embeds: torch.Tensor, weights: torch.Tensor, k: int) -> torch.Tensor:

@@ -19,6 +19,9 @@ GRAPH_OPTIONS = [
     dict(progressive_drop_layers=(4, 5, 6), late_block_layer=8, stage1=False),
     dict(progressive_drop_layers=(1, 6), stage3=False),
     dict(stage2=False, late_block_layer=4),
+    # baselines are configurations of the same passes: FastV (one global top-k), random pre-LLM picks
+    dict(progressive_drop_layers=(2,), stage1=False, stage3=False, stage2_allocation="global"),
+    dict(stage2=False, stage3=False, encoder_ratio_scale=1.0, stage1_selector="random", seed=7),
 ]
 _compiled: dict = {}
 

@@ -193,3 +193,18 @@ def test_full_model_text_generate_prunes_its_thinker(tiny_qwen3):
     assert last_stats().pruned, last_stats().skipped
     reference = seats_generate(tiny_qwen3, inputs, options, max_new_tokens=4)
     assert sequences[:, inputs["input_ids"].shape[1]:].tolist() == reference.tokens.tolist()
+
+
+@pytest.mark.slow
+def test_backend_with_inductor_matches_reference(tiny_qwen3):
+    # the audio track's near-identical tokens once made stage 1 depend on Inductor's last float bits
+    options = dict(OPTIONS, retention=0.2, inductor=True)
+    inputs = PROMPTS["clip-with-audio"](tiny_qwen3.config)
+    with torch.no_grad():
+        logits = seats_fx.compile(fresh_copy(tiny_qwen3), options)(**inputs).logits
+    stats = last_stats()
+    reference = seats_forward(tiny_qwen3, inputs, options)
+    assert stats.pruned, stats.skipped
+    for got, expected in zip(stats.stage_positions, reference.stages):
+        assert torch.equal(got, expected.kept_positions), f"{expected.stage} after layer {expected.after_layer}"
+    torch.testing.assert_close(logits[:, reference.kept_positions[0]], reference.logits, atol=1e-4, rtol=0)

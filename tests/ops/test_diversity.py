@@ -4,19 +4,20 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seats_fx.ops.diversity import diversity_select
+from seats_fx.ops.diversity import DISTANCE_GRID, diversity_select
 
 
 def naive_max_min(embeds: torch.Tensor, weights: torch.Tensor, k: int) -> list[int]:
-    """Independent loop version: distance from s to c is (1 - cos) * weight[c]."""
+    """Independent loop version: distance from s to c is (1 - cos) * weight[c] / max weight, on the grid."""
     x = embeds.double().tolist()
-    a = weights.double().tolist()
+    top = float(weights.max())
+    a = [w / top for w in weights.double().tolist()]
     n = len(x)
 
     def dist(s, c):
         dot = sum(p * q for p, q in zip(x[s], x[c]))
         ns, nc = math.sqrt(sum(p * p for p in x[s])), math.sqrt(sum(q * q for q in x[c]))
-        return max(0.0, 1.0 - dot / max(ns * nc, 1e-12)) * a[c]
+        return round(max(0.0, 1.0 - dot / max(ns * nc, 1e-12)) * a[c] / DISTANCE_GRID)
 
     if n == 1:
         return [0]
@@ -67,3 +68,13 @@ def test_duplicates_are_not_chosen_twice_before_novel_tokens():
     embeds = torch.cat([base, base]).unsqueeze(0)  # every token has an exact duplicate
     chosen = diversity_select(embeds, torch.ones(1, 6), 3)[0].tolist()
     assert len({i % 3 for i in chosen}) == 3
+
+
+def test_near_duplicates_tie_exactly_and_the_lower_index_wins():
+    # three copies of one token, differing only by float noise, and one distinct token: whichever copy
+    # the noise favours, the pick among the copies must be the lowest index
+    base, other = torch.randn(2, 8, generator=torch.Generator().manual_seed(1))
+    for seed in range(20):
+        noise = 1e-7 * torch.randn(3, 8, generator=torch.Generator().manual_seed(seed))
+        embeds = torch.stack([*(base + noise), other])[None]
+        assert diversity_select(embeds, torch.ones(1, 4), 2).tolist() == [[0, 3]]

@@ -1,0 +1,198 @@
+"""Prefill wall time at real width: plain eager, plain Inductor, the eager SEATS reference and
+backend="seats", in one process; selection share, compile times, recompiles over 10 lengths, peak memory.
+
+The model is a Qwen2.5-Omni thinker whose decoder has the 3B widths (hidden 2048, MLP 11008, 16 heads,
+2 KV heads) and truncated depth, with small random-weight encoders (the encoders are not pruned, and
+their real sizes would dominate a CPU run). The clip is 16 s of 448x252 video at 2 fps with its audio.
+Logits are computed for the last position only (logits_to_keep=1), as generate()'s prefill does.
+Usage: python -m bench.prefill [--layers 6] [--seconds 16] [--repeats 3] [--json bench/results/prefill.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+from bench.measure import first_call_seconds, peak_added_mib, timed_runs
+from bench.methods import METHODS
+from seats_fx import SeatsBackend, last_stats
+from seats_fx.config import SeatsConfig
+from seats_fx.models.configs import TinySpec, tiny_qwen2_5_omni_config
+from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
+from seats_fx.reference import seats_forward
+
+RETENTIONS = (0.1, 0.2, 0.3)
+SWEEP_SECONDS = (4, 6, 8, 10, 12, 14, 16, 18, 20, 22)  # the 10 video lengths of the recompile count
+
+
+def build(layers: int, device: torch.device):
+    spec = TinySpec(vocab_size=8192, hidden_size=2048, num_layers=layers, num_heads=16, num_kv_heads=2,
+                    intermediate_size=11008, vision_depth=2, vision_hidden=64, audio_layers=2, audio_hidden=64)
+    torch.manual_seed(0)
+    return Qwen2_5OmniThinkerForConditionalGeneration(tiny_qwen2_5_omni_config(spec)).eval().to(device)
+
+
+def clip_inputs(model, seconds: int, device: torch.device, seed: int = 0) -> dict:
+    inputs = synthetic_clip_inputs(model.config, ClipSpec(video_seconds=seconds, height=252, width=448, seed=seed))
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+
+
+def fresh_compile_caches() -> None:
+    """Makes the next compile cold: no FX-graph or kernel cache from earlier compiles. Dynamo keeps the
+    earlier backend's entries (its backend guard never serves them to another backend), so compiled
+    wrappers stay usable for the memory runs at the end."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="seats-bench-inductor-")
+    torch._inductor.config.fx_graph_cache = False
+
+
+def recompile_sweep(model, device: torch.device, options: dict, log=print) -> list[dict]:
+    """Counts compiles over 10 video lengths after the first, for backend="seats" (dynamic=True) and for
+    the unpruned model under Dynamo's own "eager" backend. How many graphs Dynamo traces does not depend
+    on the lowering, so both lower eagerly here (Inductor would add minutes of compiling, not compiles)."""
+    from torch._dynamo.utils import counters
+
+    log(f"recompiles over {len(SWEEP_SECONDS)} video lengths (dynamic=True) ...")
+    rows = []
+    for name in ("seats", "plain (Dynamo eager backend)"):
+        torch._dynamo.reset()
+        backend = SeatsBackend(dict(options, inductor=False)) if name == "seats" else "eager"
+        compiled = torch.compile(model, backend=backend, dynamic=True)
+        for seconds in SWEEP_SECONDS:
+            graphs_before = counters["stats"]["unique_graphs"]
+            inputs = clip_inputs(model, seconds, device, seed=seconds)
+            compiled(**inputs, logits_to_keep=1)
+            rows.append({"backend": name, "seconds": seconds, "tokens": int(inputs["input_ids"].shape[1]),
+                         "pruned": last_stats().pruned if name == "seats" else False,
+                         "decoder_compiles": backend.decoder_compiles if name == "seats" else None,
+                         "new_dynamo_graphs": counters["stats"]["unique_graphs"] - graphs_before})
+    return rows
+
+
+def timing_row(name: str, timing, **extra) -> dict:
+    return {"variant": name, "median_s": timing.median_s, "runs_s": timing.runs_s, **extra}
+
+
+def run(layers: int, seconds: int, repeats: int, device: torch.device, log=print) -> dict:
+    model = build(layers, device)
+    inputs = clip_inputs(model, seconds, device)
+    ids = inputs["input_ids"][0]
+    cfg = model.config
+    counts = {"tokens": int(ids.numel()), "video": int((ids == cfg.video_token_id).sum()),
+              "audio": int((ids == cfg.audio_token_id).sum())}
+    counts["text"] = counts["tokens"] - counts["video"] - counts["audio"]
+    log(f"model: {layers} decoder layers at Qwen2.5-Omni-3B widths; clip {seconds} s: {counts}")
+    seats_options = METHODS["SEATS"](0.1, layers)
+    rows, compile_rows = [], []
+
+    def forward(module):
+        return lambda: module(**inputs, logits_to_keep=1)
+
+    with torch.inference_mode():
+        log("plain eager ...")
+        forward(model)()
+        rows.append(timing_row("plain eager", timed_runs(forward(model), repeats, device)))
+
+        log("plain Inductor (cold compile) ...")
+        fresh_compile_caches()
+        inductor = torch.compile(model)
+        first = first_call_seconds(forward(inductor), device)
+        timing = timed_runs(forward(inductor), repeats, device)
+        rows.append(timing_row("plain Inductor", timing))
+        compile_rows.append({"backend": "inductor", "first_call_s": first, "compile_s": first - timing.median_s})
+
+        log("backend=\"seats\" R=0.1 (cold compile) ...")
+        fresh_compile_caches()
+        backend = SeatsBackend(seats_options)
+        seats = torch.compile(model, backend=backend)
+        first = first_call_seconds(forward(seats), device)
+        shares = []
+        timing = timed_runs(forward(seats), repeats, device,
+                            after_each=lambda: shares.append(last_stats().selection_seconds))
+        stats = last_stats()
+        assert stats.pruned, stats.skipped
+        rows.append(timing_row("backend=seats R=0.1", timing, selection_s=sorted(shares)[len(shares) // 2],
+                               layer_tokens=stats.layer_tokens))
+        compile_rows.append({"backend": "seats", "first_call_s": first, "compile_s": first - timing.median_s})
+
+        log("eager SEATS reference, SEATS and baselines at R = 0.1 / 0.2 / 0.3 ...")
+        methods = []
+        for r in RETENTIONS:
+            for method, options_for in METHODS.items():
+                options = options_for(r, layers)
+                run_reference = lambda: seats_forward(model, inputs, options)  # noqa: E731
+                result = run_reference()
+                timing = timed_runs(run_reference, max(1, repeats - 1), device)
+                layer_tokens = [sum(c.values()) for c in result.layer_counts]
+                media = counts["video"] + counts["audio"]
+                methods.append({"method": method, "retention": r, "options": options, "median_s": timing.median_s,
+                                "layer_tokens": layer_tokens,
+                                "mean_media_fraction": (sum(layer_tokens) - counts["text"] * layers) / (layers * media)})
+        reference = next(m for m in methods if m["method"] == "SEATS" and m["retention"] == 0.1)
+        rows.append({"variant": "eager SEATS reference R=0.1", "median_s": reference["median_s"],
+                     "runs_s": None, "layer_tokens": reference["layer_tokens"]})
+
+        log("peak memory of one prefill each (after all timings) ...")
+        reference_options = seats_options
+        runs = {"plain eager": forward(model), "plain Inductor": forward(inductor),
+                "backend=seats R=0.1": forward(seats),
+                "eager SEATS reference R=0.1": lambda: seats_forward(model, inputs, reference_options)}
+        for row in rows:
+            row["peak_mib"] = peak_added_mib(runs[row["variant"]], device)
+
+        sweep = recompile_sweep(model, device, seats_options, log)
+    return {"device": str(device), "machine": platform.machine(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "layers": layers, "seconds": seconds, "counts": counts,
+            "repeats": repeats, "rows": rows, "compile": compile_rows, "methods": methods, "sweep": sweep}
+
+
+def print_report(result: dict, log=print) -> None:
+    rows = {r["variant"]: r for r in result["rows"]}
+    inductor = rows["plain Inductor"]["median_s"]
+    log(f"\nprefill of {result['counts']['tokens']} tokens, {result['layers']} layers, {result['device']}, "
+        f"{result['threads']} threads (median of {result['repeats']})")
+    log(f"{'variant':<30} {'median s':>9} {'vs Inductor':>11} {'peak MiB':>9}")
+    for r in result["rows"]:
+        peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-"
+        log(f"{r['variant']:<30} {r['median_s']:>9.3f} {inductor / r['median_s']:>10.2f}x {peak:>9}")
+    seats = rows["backend=seats R=0.1"]
+    log(f"selection glue: {seats['selection_s']:.4f} s = {100 * seats['selection_s'] / seats['median_s']:.1f}% "
+        f"of the pruned prefill; layer tokens {seats['layer_tokens']}")
+    compile_s = {c["backend"]: c["compile_s"] for c in result["compile"]}
+    log(f"cold compile: Inductor {compile_s['inductor']:.1f} s, seats {compile_s['seats']:.1f} s "
+        f"({compile_s['seats'] / compile_s['inductor']:.2f}x)")
+    log(f"\n{'method':<30} {'R':>4} {'median s':>9} {'media kept':>10}   (eager reference)")
+    for m in result["methods"]:
+        log(f"{m['method']:<30} {m['retention']:>4.1f} {m['median_s']:>9.3f} {m['mean_media_fraction']:>10.3f}")
+    for name in dict.fromkeys(s["backend"] for s in result["sweep"]):
+        sweep = [s for s in result["sweep"] if s["backend"] == name]
+        decoder = f"decoder graph compiled {sweep[-1]['decoder_compiles']} time(s); " if name == "seats" else ""
+        log(f"{name}, {len(sweep)} lengths: {decoder}new Dynamo graphs per length "
+            f"{[s['new_dynamo_graphs'] for s in sweep]}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--seconds", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=Path("bench/results/prefill.json"))
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    result = run(args.layers, args.seconds, args.repeats, device)
+    print_report(result)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Logits of the rows a pruned prefill kept: lm_head skips the all-zero rows of pruned tokens.
+
+Qwen-Omni thinkers compute logits for every position of the prompt (their forward ignores
+logits_to_keep), so after pruning most of the lm_head's work multiplies zero rows. With no bias, a zero
+row's logits are exactly zero, so computing only the non-zero rows returns the same values (up to the
+last-bit rounding a GEMM over another row count may give).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# lm_head weights already checked finite (0 * inf would be NaN, not 0): data_ptr -> version checked.
+# Bounded: a weight updated in place gets a new version and replaces its entry.
+_finite_weights: dict[int, int] = {}
+_MAX_CHECKED_WEIGHTS = 16
+
+
+def _weight_is_finite(weight: torch.Tensor) -> bool:
+    pointer, version = weight.data_ptr(), weight._version
+    if _finite_weights.get(pointer) != version:
+        if not bool(torch.isfinite(weight).all()):
+            return False
+        if len(_finite_weights) >= _MAX_CHECKED_WEIGHTS:
+            _finite_weights.clear()
+        _finite_weights[pointer] = version
+    return True
+
+
+def seats_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Returns F.linear(hidden, weight), computing only rows of `hidden` that are not all zero."""
+    if hidden.dim() < 2:
+        return F.linear(hidden, weight)
+    nonzero = (hidden != 0).any(dim=-1)
+    kept = int(nonzero.sum())
+    if kept == nonzero.numel() or not _weight_is_finite(weight):
+        return F.linear(hidden, weight)
+    out = hidden.new_zeros(*hidden.shape[:-1], weight.shape[0])
+    out[nonzero] = F.linear(hidden[nonzero], weight)
+    return out

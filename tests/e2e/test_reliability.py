@@ -1,0 +1,322 @@
+"""Reliability: the README's table "What seats does with ..." has one test per row, here or where named there."""
+
+import gc
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import seats_fx
+from seats_fx import SeatsBackend, last_stats
+from seats_fx.models import adapter_for
+from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
+from seats_fx.ops.budget import AUDIO, VIDEO
+from seats_fx.reference import seats_forward
+
+from generate_helpers import fresh_copy
+from test_backend import GRAPH_OPTIONS, assert_matches_reference, run_compiled
+
+OPTIONS = dict(GRAPH_OPTIONS[0], inductor=False)
+
+
+def _value_error_in(error: BaseException) -> ValueError | None:
+    """Dynamo wraps a backend's exception; returns the ValueError raised underneath, if any."""
+    while error is not None:
+        if isinstance(error, ValueError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _seats_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "seats_fx"]
+
+
+# ---- inputs -----------------------------------------------------------------------------------------
+def test_very_short_audio_track_in_a_clip(tiny_thinker):
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4, audio_seconds=0.3, seed=2))
+    assert_matches_reference(tiny_thinker, inputs, dict(OPTIONS, retention=0.2), dynamic=True)
+
+
+def test_a_retention_that_gives_some_groups_no_budget(tiny_thinker):
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=8, seed=4))
+    options = dict(OPTIONS, retention=0.01)
+    stats = assert_matches_reference(tiny_thinker, inputs, options, dynamic=True)
+    layout = adapter_for(tiny_thinker).encode(inputs, 2.0).layout
+    last_stage2 = [p for (stage, _, _), p in zip(stats.stages, stats.stage_positions) if stage == "stage2"][-1][0]
+    groups = {(int(w), int(m)) for w, m in zip(layout.window[0], layout.modality[0]) if int(m) in (VIDEO, AUDIO)}
+    kept = {(int(layout.window[0, p]), int(layout.modality[0, p])) for p in last_stage2}
+    assert groups - kept, "expected at least one (window, modality) group with a budget of 0"
+    text = torch.nonzero(layout.modality[0] == 0).flatten()
+    assert set(text.tolist()) <= set(last_stage2.tolist())
+
+
+# ---- options ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("options,field,allowed", [
+    ({"retension": 0.1}, "known options", "retention"),
+    ({"retention": 1.5}, "retention", "(0, 1]"),
+    ({"retention": 0.0}, "retention", "(0, 1]"),
+    ({"late_block_layer": 12}, "late_block_layer", "[2, 8]"),
+    ({"progressive_drop_layers": (5, 3)}, "progressive_drop_layers", "strictly increasing"),
+    ({"progressive_drop_layers": (3, 9), "late_block_layer": None, "stage3": False}, "progressive_drop_layers",
+     "[1, 7]"),
+    ({"retention": "0.1"}, "retention", "a number"),
+    ({"stage2": 1}, "stage2", "a bool"),
+    ({"stage1_selector": "best"}, "stage1_selector", "weighted_diversity"),
+], ids=["unknown-key", "ratio-above-1", "ratio-0", "fusion-beyond-depth", "unsorted-blocks", "block-out-of-range",
+        "ratio-as-string", "switch-as-int", "unknown-selector"])
+def test_invalid_options_raise_value_error_naming_field_range_and_value(tiny_thinker, options, field, allowed):
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=2))
+    torch._dynamo.reset()
+    with pytest.raises(Exception) as raised, torch.no_grad():
+        torch.compile(tiny_thinker, backend="seats", options=options)(**inputs)
+    error = _value_error_in(raised.value)
+    assert error is not None, f"expected a ValueError, got {raised.value!r}"
+    message = str(error)
+    value = next(iter(options.values())) if field != "known options" else "retension"
+    assert field in message and allowed in message and repr(value).strip("'") in message, message
+
+
+# ---- models seats does not prune --------------------------------------------------------------------
+def _tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2)).eval()
+
+
+def _tiny_qwen2():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(Qwen2Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2)).eval()
+
+
+class _SmallNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4))
+
+    def forward(self, x):
+        return self.net(x).softmax(-1)
+
+
+@pytest.mark.parametrize("build,inputs", [
+    (_tiny_llama, lambda: {"input_ids": torch.randint(0, 128, (1, 12), generator=torch.Generator().manual_seed(0))}),
+    (_tiny_qwen2, lambda: {"input_ids": torch.randint(0, 128, (1, 12), generator=torch.Generator().manual_seed(0))}),
+    (lambda: _SmallNet().eval(), lambda: {"x": torch.randn(3, 8, generator=torch.Generator().manual_seed(0))}),
+], ids=["llama", "qwen2", "non-hf-module"])
+def test_unsupported_models_compile_unchanged_with_one_log_line(build, inputs, caplog):
+    torch.manual_seed(0)
+    model, kwargs = build(), inputs()
+    with torch.no_grad():
+        expected = model(**kwargs)
+        torch._dynamo.reset()
+        with caplog.at_level(logging.WARNING, logger="seats_fx"):
+            compiled = torch.compile(model, backend=SeatsBackend({"inductor": False}))
+            got = compiled(**kwargs)
+            got = compiled(**kwargs)
+    expected = expected.logits if hasattr(expected, "logits") else expected
+    got = got.logits if hasattr(got, "logits") else got
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    lines = _seats_lines(caplog)
+    assert len(lines) == 1 and "not a Qwen-Omni thinker" in lines[0], lines
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="not a Qwen-Omni thinker.*strict"), torch.no_grad():
+        torch.compile(model, backend=SeatsBackend({"inductor": False, "strict": True}))(**kwargs)
+
+
+# ---- dtypes and grad modes --------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.bfloat16, pytest.param(torch.float16, marks=pytest.mark.slow)],
+                         ids=["bf16", "fp16"])
+def test_half_precision_models_and_inputs_match_the_reference(tiny_thinker, dtype):
+    model = fresh_copy(tiny_thinker).to(dtype)
+    inputs = synthetic_clip_inputs(model.config, ClipSpec(video_seconds=4, seed=3))
+    inputs = {k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+              for k, v in inputs.items()}
+    options = dict(OPTIONS, retention=0.2)
+    with torch.no_grad():
+        logits = torch.compile(model, backend=SeatsBackend(options), dynamic=True)(**inputs).logits
+    stats = last_stats()
+    reference = seats_forward(model, inputs, options)
+    assert stats.pruned, stats.skipped
+    assert logits.dtype == dtype
+    for got, expected in zip(stats.stage_positions, reference.stages):
+        assert torch.equal(got, expected.kept_positions), expected.stage
+    torch.testing.assert_close(logits[:, reference.kept_positions[0]], reference.logits, atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize("mode", [pytest.param(torch.no_grad, marks=pytest.mark.slow), torch.inference_mode],
+                         ids=["no_grad", "inference_mode"])  # every other test runs under no_grad
+def test_no_grad_and_inference_mode_prune_alike(tiny_thinker, mode):
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4, seed=6))
+    options = dict(OPTIONS, retention=0.2)
+    with mode():
+        logits = torch.compile(tiny_thinker, backend=SeatsBackend(options), dynamic=True)(**inputs).logits
+    assert last_stats().pruned, last_stats().skipped
+    reference = seats_forward(tiny_thinker, inputs, options)
+    torch.testing.assert_close(logits[:, reference.kept_positions[0]], reference.logits, atol=1e-4, rtol=0)
+
+
+def test_training_is_never_pruned_and_gradients_are_the_models(tiny_thinker, caplog):
+    model = fresh_copy(tiny_thinker).train()
+    plain = fresh_copy(tiny_thinker).train()
+    inputs = synthetic_clip_inputs(model.config, ClipSpec(video_seconds=2, seed=1))
+    compiled = torch.compile(model, backend=SeatsBackend(dict(OPTIONS, retention=0.1)), dynamic=True)
+    with caplog.at_level(logging.WARNING, logger="seats_fx"):
+        for _ in range(2):
+            compiled(**inputs).logits.float().pow(2).mean().backward()
+    plain(**inputs).logits.float().pow(2).mean().backward()
+    plain(**inputs).logits.float().pow(2).mean().backward()
+    assert not last_stats().pruned and "gradients enabled" in last_stats().skipped
+    lines = [line for line in _seats_lines(caplog) if "gradients enabled" in line]
+    assert len(lines) == 1, _seats_lines(caplog)
+    for (name, p), q in zip(model.named_parameters(), plain.parameters()):
+        if q.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+# ---- several models, many calls ---------------------------------------------------------------------
+@pytest.mark.slow
+def test_two_models_with_different_options_interleaved_do_not_cross(tiny_thinker):
+    inputs = [synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=s, seed=s)) for s in (2, 4)]
+    first, second = dict(OPTIONS, retention=0.1), dict(GRAPH_OPTIONS[1], retention=0.3, inductor=False)
+    models = [(fresh_copy(tiny_thinker), first), (fresh_copy(tiny_thinker), second)]
+    compiled = [(torch.compile(m, backend=SeatsBackend(o), dynamic=True), o) for m, o in models]
+    for clip in inputs + inputs:
+        for model, options in compiled:
+            with torch.no_grad():
+                model(**clip)
+            reference = seats_forward(tiny_thinker, clip, options)
+            assert [torch.equal(a, b.kept_positions) for a, b in zip(last_stats().stage_positions, reference.stages)] \
+                == [True] * len(reference.stages)
+    assert SeatsBackend(first).manager.uuid() != SeatsBackend(second).manager.uuid()
+
+
+@pytest.mark.slow
+def test_inductor_cache_key_changes_with_the_options(tiny_thinker, tmp_path, monkeypatch):
+    # with Inductor's FX-graph cache on (fresh directory): the same options compiled again by a new
+    # backend hit the cache; other options miss it, although their pieces have the same graphs
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", True)
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=2, seed=1))
+
+    def compile_and_count(options) -> tuple[int, int]:
+        torch._dynamo.reset()
+        counters.clear()
+        with torch.no_grad():
+            torch.compile(tiny_thinker, backend=SeatsBackend(options), dynamic=True)(**inputs)
+        reference = seats_forward(tiny_thinker, inputs, options)
+        assert torch.equal(last_stats().kept_positions, reference.kept_positions)
+        return counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"]
+
+    first = dict(GRAPH_OPTIONS[0], retention=0.1)
+    _, misses = compile_and_count(first)
+    assert misses > 0
+    hits, _ = compile_and_count(first)
+    assert hits >= misses  # every piece (and every other graph) served from the cache
+    other_hits, other_misses = compile_and_count(dict(first, retention=0.3))
+    assert other_misses > 0  # the seats pieces: a new key although the piece graphs are the same
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux /proc")
+def test_fifty_calls_with_changing_lengths_recompile_boundedly_and_do_not_grow(tiny_thinker):
+    clips = [synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=s, seed=s)) for s in (2, 4, 6)]
+    backend = SeatsBackend(dict(OPTIONS, retention=0.2))
+    compiled = torch.compile(fresh_copy(tiny_thinker), backend=backend, dynamic=True)
+    rss = []
+    with torch.no_grad():
+        for call in range(50):
+            compiled(**clips[call % 3])
+            assert last_stats().pruned
+            if call in (9, 49):
+                gc.collect()
+                rss.append(_rss_mib())
+    assert backend.decoder_compiles <= 2
+    assert rss[1] - rss[0] < 20, f"RSS grew from {rss[0]:.0f} to {rss[1]:.0f} MiB over 40 calls"
+
+
+# ---- the whole pipeline, fuzzed ---------------------------------------------------------------------
+def _tiny_model(layers: int, heads: int, width: int):
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    from seats_fx.models.configs import TinySpec, tiny_qwen2_5_omni_config
+
+    torch.manual_seed(layers * 100 + heads * 10 + width)
+    spec = TinySpec(num_layers=layers, num_heads=heads, num_kv_heads=heads // 2, hidden_size=width,
+                    intermediate_size=2 * width)
+    return Qwen2_5OmniThinkerForConditionalGeneration(tiny_qwen2_5_omni_config(spec)).eval()
+
+
+_fuzz_models: dict = {}
+
+
+def _fuzz_compiled(shape, options):
+    if shape not in _fuzz_models:
+        _fuzz_models[shape] = (_tiny_model(*shape), {})
+    model, compiled = _fuzz_models[shape]
+    key = tuple(sorted(options.items()))
+    if key not in compiled:
+        compiled[key] = torch.compile(model, backend=SeatsBackend(options), dynamic=True)
+    return model, compiled[key]
+
+
+fuzz_options = st.sampled_from([
+    dict(retention=0.1), dict(retention=0.3, stage3=False), dict(video_retention=0.05, audio_retention=0.5),
+    dict(retention=0.2, stage1=False), dict(retention=0.2, stage2=False), dict(retention=1.0, stage3=False),
+])
+
+
+def check_pipeline(shape, options, clip):
+    options = dict(options, inductor=False)
+    model, compiled = _fuzz_compiled(shape, options)
+    inputs = synthetic_clip_inputs(model.config, clip)
+    with torch.no_grad():
+        logits = compiled(**inputs).logits
+        plain = model(**inputs).logits if options.get("retention") == 1.0 else None
+    stats = last_stats()
+    reference = seats_forward(model, inputs, options)
+    assert stats.pruned, stats.skipped
+    for got, expected in zip(stats.stage_positions, reference.stages):
+        assert torch.equal(got, expected.kept_positions), expected.stage
+    kept = reference.kept_positions[0]
+    torch.testing.assert_close(logits[:, kept], reference.logits, atol=1e-4, rtol=0)
+    text = torch.nonzero(adapter_for(model).encode(inputs, 2.0).layout.modality[0] == 0).flatten()
+    assert set(text.tolist()) <= set(kept.tolist()), "a text token was dropped"
+    if plain is not None:  # keep-everything: the unpruned model's own logits
+        torch.testing.assert_close(logits, plain, atol=1e-4, rtol=0)
+
+
+model_shapes = st.tuples(st.sampled_from([2, 4, 6]), st.sampled_from([2, 4]), st.sampled_from([32, 64]))
+fuzz_clips = st.builds(ClipSpec, video_seconds=st.integers(1, 8), audio_seconds=st.sampled_from([None, 0, 0.5, 3.0]),
+                       height=st.sampled_from([56, 112]), width=st.sampled_from([56, 84, 112]),
+                       system_tokens=st.integers(1, 16), question_tokens=st.integers(1, 12),
+                       seed=st.integers(0, 10_000))
+
+
+@pytest.mark.slow
+@settings(max_examples=50)
+@given(shape=model_shapes, options=fuzz_options, clip=fuzz_clips)
+def test_pipeline_fuzz(shape, options, clip):
+    check_pipeline(shape, options, clip)
+
+
+@pytest.mark.fuzz
+@settings(max_examples=200)
+@given(shape=model_shapes, options=fuzz_options, clip=fuzz_clips)
+def test_pipeline_fuzz_wide(shape, options, clip):
+    check_pipeline(shape, options, clip)
