@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m "slow and not fuzz"
 
 test-fuzz: $(STAMP)
 	$(PY) -m pytest -q -m fuzz

@@ -1,9 +1,12 @@
-"""Command line: `python -m seats_fx demo` (also installed as `seats-fx`)."""
+"""Command line: `python -m seats_fx {demo,run,report,sample-clip,tiny-checkpoint}` (also installed as
+`seats-fx`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from seats_fx.commands import add_commands
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,7 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seconds", type=int, default=None, help="clip length in seconds (default 20)")
     demo.add_argument("--compile", action="store_true",
                       help='also run torch.compile(backend="seats") against plain Inductor (~90 s more)')
+    add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command != "demo":
+        return args.handler(args)
     if args.command == "demo":
         import dataclasses
 

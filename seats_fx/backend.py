@@ -175,10 +175,12 @@ class SeatsBackend:
     """A Dynamo backend; `torch.compile(model, backend="seats", options={...})` builds one per compile."""
 
     def __init__(self, options: Mapping[str, Any] | SeatsConfig | None = None,
-                 positions_per_second: int | None = None) -> None:
+                 positions_per_second: int | None = None, model_is_supported: bool = False) -> None:
         """positions_per_second: the model config's TMRoPE position_id_per_seconds, which the windows are cut
         on. seats_fx.compile passes it; a graph carries no trace of it, so a bare torch.compile(backend=
-        "seats") assumes the family's released value (25 for both families) and says so once."""
+        "seats") assumes the family's released value (25 for both families) and says so once.
+        model_is_supported: the caller checked the model is a supported thinker (seats_fx.compile does), so
+        no graph is taken for a foreign model's; otherwise the first graph tells (see __call__)."""
         self.config = SeatsConfig.from_options(options)
         if positions_per_second is not None and (isinstance(positions_per_second, bool)
                                                  or not isinstance(positions_per_second, int)
@@ -189,6 +191,10 @@ class SeatsBackend:
         self.decoder_compiles = 0  # how many prompt decoder graphs Dynamo handed this backend (recompiles + 1)
         self.decode_compiles = 0  # how many one-token decode-step graphs
         self._warned: set[str] = set()
+        # Known after the first graph: a supported thinker's first graph is traced from its modeling file.
+        # Later graphs of the same model may come from shared helpers only (transformers' vision_utils,
+        # after a graph break) and are the thinker's all the same.
+        self._model_is_supported = model_is_supported
         _ensure_recompile_headroom()
 
     def _lower(self, gm: GraphModule, example_inputs: list) -> Callable:
@@ -243,7 +249,9 @@ class SeatsBackend:
                                      kind="partial decoder")
                 return self._unpruned(gm, example_inputs, reason)
             where = foreign_source(gm)
-            if where is not None:
+            if where is None:
+                self._model_is_supported = True
+            elif not self._model_is_supported:
                 return self._foreign(gm, example_inputs, where)
             tapped, recorders, outputs = _tap_graph(gm)
             # the thinker's lm_head usually runs in a graph after the decoder's: skip pruned (zero) rows
@@ -251,6 +259,7 @@ class SeatsBackend:
             with_logits = None if torch.is_grad_enabled() else self.manager.logits_graph(_copy_graph_module(tapped))
             compiled = with_logits.forward if with_logits is not None else self._lower(tapped, example_inputs)
             return _TappedGraph(compiled, recorders, outputs) if recorders else compiled
+        self._model_is_supported = True
         # Dynamo reads the graph after the backend returns: rewrite a copy, never `gm` itself
         working = _copy_graph_module(gm)
         try:

@@ -30,7 +30,8 @@ def compile_model(model: nn.Module, options: Mapping[str, Any] | SeatsConfig | N
     adapter = adapter_for(model)  # ValueError naming the supported families
     thinker = adapter.thinker
     adapter.prepare_for_compile()
-    seats = SeatsBackend(options, positions_per_second=int(thinker.config.position_id_per_seconds))
+    seats = SeatsBackend(options, positions_per_second=int(thinker.config.position_id_per_seconds),
+                         model_is_supported=True)
     thinker.compile(backend=seats, **compile_kwargs)
     base = thinker.model
     for name in EAGER_ENCODER_METHODS:

@@ -18,6 +18,10 @@ _MAX_CHECKED_WEIGHTS = 16
 
 
 def _weight_is_finite(weight: torch.Tensor) -> bool:
+    """True when every weight value is finite. A tensor subclass (a torchao-quantized weight) counts as
+    unknown, False: its values live in its inner tensors, which plain ops cannot check."""
+    if type(weight) not in (torch.Tensor, torch.nn.Parameter):
+        return False
     pointer, version = weight.data_ptr(), weight._version
     if _finite_weights.get(pointer) != version:
         if not bool(torch.isfinite(weight).all()):

@@ -74,7 +74,7 @@ clips = st.builds(ClipSpec, video_seconds=st.integers(1, 12), audio_seconds=st.s
                   seed=st.integers(0, 10_000))
 
 
-@settings(max_examples=30)
+@settings(max_examples=12)
 @given(options=st.sampled_from(OPTION_SETS), clip=few_clips)
 def test_kept_indices_and_logits_match_reference_without_inductor(tiny_thinker, options, clip):
     options = dict(options, inductor=False)
@@ -122,6 +122,7 @@ def test_position_ids_passed_in_are_pruned_too(tiny_thinker):
         torch.testing.assert_close(logits[:, -1], reference.last_logits, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow  # keep-everything without Inductor: test_generate.py; pruned with Inductor: above
 def test_keep_everything_equals_plain_inductor(tiny_thinker):
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4))
     logits, stats, _ = run_compiled(tiny_thinker, inputs, dict(retention=1.0, stage3=False))

@@ -37,7 +37,7 @@ clips = st.builds(ClipSpec, video_seconds=st.sampled_from([2, 4, 6]), audio_seco
                   seed=st.integers(0, 10_000))
 
 
-@settings(max_examples=5)
+@settings(max_examples=3)
 @given(options=st.sampled_from(GRAPH_OPTIONS), retention=st.sampled_from([0.05, 0.2, 0.5]), clip=clips)
 def test_greedy_tokens_and_cache_match_the_reference_decoder(tiny_thinker, options, retention, clip):
     options = dict(options, retention=retention, inductor=False)

@@ -68,7 +68,7 @@ def test_backend_matches_reference(tiny_qwen3, name):
     torch.testing.assert_close(logits[:, reference.kept_positions[0]], reference.logits, atol=1e-4, rtol=0)
 
 
-@settings(max_examples=3)
+@settings(max_examples=2)
 @given(clip=st.builds(ClipSpec, video_seconds=st.sampled_from([2, 4, 6]), audio_seconds=st.sampled_from([None, 0]),
                       height=st.just(128), width=st.sampled_from([96, 128]), seed=st.integers(0, 10_000)),
        retention=st.sampled_from([0.05, 0.2, 0.5]))
@@ -163,6 +163,7 @@ def test_batch_samples_keep_what_they_keep_alone(tiny_qwen3, side):
         torch.testing.assert_close(logits[b, kept], alone.logits[0], atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_batch_generate_matches_each_sample_alone(tiny_qwen3):
     options = dict(OPTIONS, retention=0.2)
     pad = token_ids_for_vocab(tiny_qwen3.config.text_config.vocab_size)["pad"]
@@ -177,6 +178,7 @@ def test_batch_generate_matches_each_sample_alone(tiny_qwen3):
     assert len({layer.keys.shape[-2] for layer in cache.layers}) == 1  # padded: one width for every layer
 
 
+@pytest.mark.slow
 def test_full_model_text_generate_prunes_its_thinker(tiny_qwen3):
     from transformers import Qwen3OmniMoeConfig, Qwen3OmniMoeForConditionalGeneration
 

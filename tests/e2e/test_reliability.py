@@ -315,6 +315,7 @@ def test_pipeline_fuzz(shape, options, clip):
     check_pipeline(shape, options, clip)
 
 
+@pytest.mark.slow
 @pytest.mark.fuzz
 @settings(max_examples=200)
 @given(shape=model_shapes, options=fuzz_options, clip=fuzz_clips)

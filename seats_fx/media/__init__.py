@@ -1,0 +1,1 @@
+"""Video files: the sample clip writer and the audio-track decoder (PyAV)."""
