@@ -21,19 +21,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command != "demo":
         return args.handler(args)
-    if args.command == "demo":
-        import dataclasses
+    import dataclasses
 
-        from seats_fx.demo import DemoSpec, run_demo
+    from seats_fx.demo import DemoSpec, run_demo
 
-        spec = DemoSpec()
-        if args.retention is not None:
-            spec = dataclasses.replace(spec, options=(("retention", args.retention),))
-        if args.seconds is not None:
-            spec = dataclasses.replace(spec, clip=dataclasses.replace(spec.clip, video_seconds=args.seconds))
-        if args.compile:
-            spec = dataclasses.replace(spec, compiled=True)
-        run_demo(spec)
+    spec = DemoSpec()
+    if args.retention is not None:
+        spec = dataclasses.replace(spec, options=(("retention", args.retention),))
+    if args.seconds is not None:
+        spec = dataclasses.replace(spec, clip=dataclasses.replace(spec.clip, video_seconds=args.seconds))
+    if args.compile:
+        spec = dataclasses.replace(spec, compiled=True)
+    run_demo(spec)
     return 0
 
 

@@ -279,6 +279,8 @@ class SeatsBackend:
         rewritten = self.manager(working, plan)  # resolves the stage plan: a bad layer choice fails here
         self.decoder_compiles += 1
         log.info("seats: rewrote decoder graph with %d layers: %s", depth, ", ".join(plan.boundaries) or "no stage")
+        if log.isEnabledFor(logging.DEBUG):  # the compiled pieces and the selection glue between them
+            log.debug("seats: rewritten decoder graph:\n%s", rewritten.code)
         per_second = self.positions_per_second
         if per_second is None:
             per_second = plan.adapter.position_id_per_seconds

@@ -56,6 +56,10 @@ def build_processor(family: str, tokenizer, feature_extractor: WhisperFeatureExt
 
         video_processor = Qwen2VLVideoProcessor(**video_settings)
         processor_class = PROCESSOR_CLASSES[family]
+    elif family != "qwen2_5_omni":
+        # Qwen3-Omni's video processor (Qwen3-VL's) resizes and timestamps frames its own way; no stand-in here
+        raise ImportError(f"the {family} processor's video part needs torchvision (pip install torchvision "
+                          "matching your torch); only Qwen2.5-Omni has a stand-in without it")
     else:
         log.info("seats_fx: torchvision is not installed; video frames go through transformers' PIL Qwen2-VL "
                  "image processor, grouped into temporal patches by seats_fx (FrameGroupVideoProcessor)")

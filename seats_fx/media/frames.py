@@ -26,7 +26,7 @@ def read_video_frames(path: str | Path, fps: float = 2.0, max_frames: int | None
         while current is not None and len(picked) / fps < time - 1e-6:
             if max_frames is not None and len(picked) >= max_frames:
                 return
-            picked.append(current)
+            picked.append(current.to_ndarray(format="rgb24"))  # convert only the frames kept
 
     with av.open(str(path)) as container:
         if not container.streams.video:
@@ -37,7 +37,7 @@ def read_video_frames(path: str | Path, fps: float = 2.0, max_frames: int | None
         for frame in container.decode(video=0):
             time = float(frame.pts * frame.time_base) if frame.pts is not None else current_time + frame_seconds
             sample_until(time)
-            current, current_time = frame.to_ndarray(format="rgb24"), time
+            current, current_time = frame, time
             if max_frames is not None and len(picked) >= max_frames:
                 break
     # the last frame stays on screen for one frame duration

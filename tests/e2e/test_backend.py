@@ -74,7 +74,7 @@ clips = st.builds(ClipSpec, video_seconds=st.integers(1, 12), audio_seconds=st.s
                   seed=st.integers(0, 10_000))
 
 
-@settings(max_examples=12)
+@settings(max_examples=6)
 @given(options=st.sampled_from(OPTION_SETS), clip=few_clips)
 def test_kept_indices_and_logits_match_reference_without_inductor(tiny_thinker, options, clip):
     options = dict(options, inductor=False)
@@ -144,6 +144,7 @@ def test_text_only_prompt_is_left_unpruned(tiny_thinker):
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_second_compile_with_other_options_obeys_them_without_cross_talk(tiny_thinker):
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=6))
     first = dict(GRAPH_OPTIONS[1], retention=0.6, inductor=False)
@@ -188,6 +189,7 @@ def test_bad_options_raise_with_the_known_ones(tiny_thinker):
         torch.compile(tiny_thinker, backend="seats", options={"late_block_layer": 12})(**inputs)
 
 
+@pytest.mark.slow
 def test_inputs_embeds_without_input_ids_is_left_unpruned_and_says_why(tiny_thinker):
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4))
     embeds = tiny_thinker.get_input_embeddings()(inputs["input_ids"]).detach()

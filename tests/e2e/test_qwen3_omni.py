@@ -72,6 +72,7 @@ def test_backend_matches_reference(tiny_qwen3, name):
 @given(clip=st.builds(ClipSpec, video_seconds=st.sampled_from([2, 4, 6]), audio_seconds=st.sampled_from([None, 0]),
                       height=st.just(128), width=st.sampled_from([96, 128]), seed=st.integers(0, 10_000)),
        retention=st.sampled_from([0.05, 0.2, 0.5]))
+@pytest.mark.slow
 def test_generate_matches_reference_decoder(tiny_qwen3, clip, retention):
     options = dict(OPTIONS, retention=retention)
     key = ("generate", retention)
@@ -85,6 +86,7 @@ def test_generate_matches_reference_decoder(tiny_qwen3, clip, retention):
     assert cache_lengths(cache) == cache_lengths(reference.cache)
 
 
+@pytest.mark.slow
 def test_windows_follow_the_configs_positions_per_second(tiny_qwen3):
     # a checkpoint may use another TMRoPE rate than transformers' default (25): windows must follow its config
     model = fresh_copy(tiny_qwen3)
@@ -117,6 +119,7 @@ def test_keep_everything_generate_equals_plain_generate(tiny_qwen3):
     assert generated.tolist() == expected.tolist()
 
 
+@pytest.mark.slow
 def test_bare_compile_of_deepstack_is_left_unpruned_with_one_warning(tiny_qwen3, caplog):
     # without seats_fx.compile's deepstack replacement, Dynamo compiles each decoder layer as its own graph
     inputs = PROMPTS["video-only"](tiny_qwen3.config)
@@ -143,7 +146,7 @@ BATCH_CLIPS = [ClipSpec(video_seconds=4, height=128, width=128, seed=1),
                ClipSpec(video_seconds=2, height=128, width=96, audio_seconds=1.0, seed=2)]
 
 
-@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("side", [pytest.param("left", marks=pytest.mark.slow), "right"])
 def test_batch_samples_keep_what_they_keep_alone(tiny_qwen3, side):
     options = dict(OPTIONS, retention=0.2)
     singles = [synthetic_clip_inputs(tiny_qwen3.config, clip) for clip in BATCH_CLIPS]

@@ -233,6 +233,7 @@ def _rss_mib() -> float:
     raise RuntimeError("no VmRSS")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux /proc")
 def test_fifty_calls_with_changing_lengths_recompile_boundedly_and_do_not_grow(tiny_thinker):
     clips = [synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=s, seed=s)) for s in (2, 4, 6)]

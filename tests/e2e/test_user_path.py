@@ -18,7 +18,7 @@ from seats_fx.models import adapter_for
 from seats_fx.models.tiny_checkpoint import save_tiny_checkpoint
 from seats_fx.models.tiny_tokenizer import tiny_tokenizer
 from seats_fx.ops.budget import AUDIO, VIDEO
-from seats_fx.processing import video_question_inputs
+from seats_fx.processing import build_processor, torchvision_available, video_question_inputs
 
 from test_backend import assert_matches_reference
 
@@ -217,3 +217,11 @@ def test_cli_writes_a_sample_clip_and_a_tiny_checkpoint(tmp_path, capsys):
     assert read_video_frames(tmp_path / "c.mp4").shape[0] == 4
     assert main(["tiny-checkpoint", str(tmp_path / "ck")]) == 0
     assert load_checkpoint(tmp_path / "ck").family == "qwen2_5_omni"
+
+
+@pytest.mark.skipif(torchvision_available(), reason="the stand-in video processor is used only without torchvision")
+def test_qwen3_processor_without_torchvision_says_what_it_needs():
+    from transformers import WhisperFeatureExtractor
+
+    with pytest.raises(ImportError, match="needs torchvision"):
+        build_processor("qwen3_omni_moe", tiny_tokenizer(), WhisperFeatureExtractor(feature_size=128), {})

@@ -36,7 +36,7 @@ def three_layer():
     return model, synthetic_clip_inputs(model.config, ClipSpec(video_seconds=4))
 
 
-@pytest.mark.parametrize("dynamic", [False, True])
+@pytest.mark.parametrize("dynamic", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_locate_finds_every_layer_and_the_per_token_inputs(three_layer, dynamic):
     model, inputs = three_layer
     plans = [d for d, _, _ in captured_graphs(model, inputs, dynamic=dynamic) if d]
