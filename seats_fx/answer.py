@@ -60,8 +60,12 @@ def answer_video_question(checkpoint: LoadedCheckpoint, video: str | Path, quest
     with torch.no_grad():
         _, _, layout = adapter.positions_and_layout(dict(inputs), inputs["attention_mask"], config.window_seconds)
 
-    if getattr(thinker, "seats_backend", None) is None:
+    existing = getattr(thinker, "seats_backend", None)
+    if existing is None:
         compile_model(thinker, config)
+    elif existing.config != config:  # its graphs were rewritten for those options: never mix them
+        raise ValueError(f"this thinker is already compiled with other seats options ({existing.config}); "
+                         "load it again to use these")
     start = time.perf_counter()
     with progress.step("compile, pruned prefill, decode") as step:
         counter = TokenCounter(step, max_new_tokens)

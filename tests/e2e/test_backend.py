@@ -106,6 +106,7 @@ def test_inductor_matches_reference_and_recompiles_at_most_once_over_three_lengt
     assert backend.decoder_compiles <= 2, f"{backend.decoder_compiles} decoder compiles for 3 lengths"
 
 
+@pytest.mark.slow
 def test_position_ids_passed_in_are_pruned_too(tiny_thinker):
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=6))
     positions, _ = tiny_thinker.model.get_rope_index(

@@ -41,6 +41,7 @@ def test_very_short_audio_track_in_a_clip(tiny_thinker):
     assert_matches_reference(tiny_thinker, inputs, dict(OPTIONS, retention=0.2), dynamic=True)
 
 
+@pytest.mark.slow
 def test_a_retention_that_gives_some_groups_no_budget(tiny_thinker):
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=8, seed=4))
     options = dict(OPTIONS, retention=0.01)

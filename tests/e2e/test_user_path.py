@@ -225,3 +225,14 @@ def test_qwen3_processor_without_torchvision_says_what_it_needs():
 
     with pytest.raises(ImportError, match="needs torchvision"):
         build_processor("qwen3_omni_moe", tiny_tokenizer(), WhisperFeatureExtractor(feature_size=128), {})
+
+
+def test_answering_with_other_options_than_the_thinker_was_compiled_with_is_refused(checkpoint_dir):
+    from seats_fx import SeatsBackend
+    from seats_fx.answer import answer_video_question
+
+    loaded = load_checkpoint(checkpoint_dir)
+    loaded.thinker.seats_backend = SeatsBackend({"retention": 0.3})  # as seats_fx.compile leaves it
+    with pytest.raises(ValueError, match="already compiled with other seats options"):
+        answer_video_question(loaded, SHIPPED_CLIP, QUESTION, {"retention": 0.1}, max_new_tokens=1,
+                              max_pixels=MAX_PIXELS)

@@ -66,6 +66,7 @@ def test_locate_finds_modality_taps_and_encoder_attention(three_layer):
     assert kinds == {"audio_lengths", "window_index", "audio_chunks", "vision_chunks"}
 
 
+@pytest.mark.slow
 def test_position_ids_passed_in_puts_the_merge_in_the_decoder_graph(three_layer):
     model, inputs = three_layer
     positions, _ = model.model.get_rope_index(inputs["input_ids"], None, inputs["video_grid_thw"],
