@@ -54,12 +54,13 @@ def _answer(args):
     from seats_fx.checkpoint import load_checkpoint
     from seats_fx.config import SeatsConfig
 
-    SeatsConfig.from_options(_options(args))  # bad options fail before minutes of loading
+    options = _options(args)
+    SeatsConfig.from_options(options)  # bad options fail before minutes of loading
     progress = Progress(enabled=not args.quiet)
     _quiet_dynamo()
     with progress.step(f"loading {args.model}"):
         checkpoint = load_checkpoint(args.model)
-    answer = answer_video_question(checkpoint, args.video, args.prompt, _options(args), args.max_new_tokens,
+    answer = answer_video_question(checkpoint, args.video, args.prompt, options, args.max_new_tokens,
                                    fps=args.fps, max_pixels=args.max_pixels, progress=progress)
     return checkpoint, answer
 

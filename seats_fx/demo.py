@@ -15,6 +15,7 @@ from seats_fx.models import adapter_for
 from seats_fx.models.configs import TinySpec, tiny_qwen2_5_omni_config
 from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
 from seats_fx.reference import SeatsResult, seats_decode
+from seats_fx.selection_report import stage_place
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def run_demo(spec: DemoSpec = DemoSpec(), print_fn=print) -> dict:
     counts0 = {"text": int((encoded.layout.modality == 0).sum()), "video": encoded.layout.count(1),
                "audio": encoded.layout.count(2)}
     rows = [("input", "-", counts0)] + [
-        (s.stage, "before LLM" if s.after_layer == 0 else f"after layer {s.after_layer}", s.counts)
+        (s.stage, stage_place(s.after_layer), s.counts)
         for s in result.stages]
     mean_video = sum(c["video"] for c in result.layer_counts) / adapter.depth / max(1, counts0["video"])
     mean_audio = sum(c["audio"] for c in result.layer_counts) / adapter.depth / max(1, counts0["audio"])

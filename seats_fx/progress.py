@@ -48,9 +48,8 @@ class Progress:
             stop.set()
             if ticker:
                 ticker.join()
-            end = "\r" if self.live else ""
-            self._write(f"{end}  {label}: {time.perf_counter() - start:.1f} s {self.detail}\033[K\n"
-                        if self.live else f"  {label}: done in {time.perf_counter() - start:.1f} s {self.detail}\n")
+            line = f"  {label}: done in {time.perf_counter() - start:.1f} s {self.detail}"
+            self._write(f"\r{line}\033[K\n" if self.live else f"{line}\n")
 
 
 class TokenCounter(BaseStreamer):

@@ -23,7 +23,8 @@ class StageRow:
     per_window: dict[str, np.ndarray]  # video / audio -> tokens kept in each window
 
 
-def _where(stage: str, after_layer: int) -> str:
+def stage_place(after_layer: int) -> str:
+    """Where a stage acted: "before LLM" (stage 1) or "after layer N"."""
     return "before LLM" if after_layer == 0 else f"after layer {after_layer}"
 
 
@@ -48,7 +49,7 @@ def stage_rows(stats: SeatsStats, layout: TokenLayout, sample: int = 0) -> list[
 
     rows = [row("input", torch.nonzero(valid).flatten())]
     for (stage, after_layer, _), positions in zip(stats.stages, stats.stage_positions):
-        rows.append(row(f"{stage} {_where(stage, after_layer)}", positions[sample]))
+        rows.append(row(f"{stage} {stage_place(after_layer)}", positions[sample]))
     return rows
 
 

@@ -11,6 +11,7 @@ import torch
 from transformers import (Qwen2_5OmniForConditionalGeneration, Qwen2_5OmniThinkerForConditionalGeneration,
                           WhisperFeatureExtractor)
 
+from seats_fx.media.video_processor import DEFAULT_VIDEO_SETTINGS
 from seats_fx.models.configs import TinySpec, tiny_qwen2_5_omni_config, tiny_qwen2_5_omni_full_config
 from seats_fx.models.tiny_tokenizer import tiny_tokenizer
 
@@ -23,10 +24,8 @@ TINY_AUDIO_SECONDS = 60
 def _processor_files(directory: Path, vocab_size: int) -> None:
     tiny_tokenizer(vocab_size).save_pretrained(directory)
     features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=TINY_AUDIO_SECONDS)
-    vision = {"size": TINY_VIDEO_PIXELS, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
-              "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-              "do_resize": True, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-              "do_convert_rgb": True}
+    vision = {**DEFAULT_VIDEO_SETTINGS, "size": TINY_VIDEO_PIXELS, "do_resize": True, "do_rescale": True,
+              "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True}
     preprocessor = {**features.to_dict(), **vision, "feature_extractor_type": "WhisperFeatureExtractor",
                     "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5OmniProcessor"}
     preprocessor.pop("mel_filters", None)  # recomputed from the sizes on load
