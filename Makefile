@@ -7,7 +7,15 @@ STAMP := $(VENV)/.installed
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo test test-slow test-fuzz test-all bench
+# The ends of the supported range (README "Supported versions"), each in a venv of its own, built from the
+# registry (CUDA builds of torch, which run on a CPU): the lowest torch with the lowest transformers, and
+# the highest torch with the highest transformers.
+COMPAT_LOW := .venv-torch2.11
+COMPAT_LOW_PINS := torch==2.11.0 transformers==5.17.0
+COMPAT_HIGH := .venv-torch2.14
+COMPAT_HIGH_PINS := torch==2.14.1 transformers==5.23.0
+
+.PHONY: demo test test-slow test-fuzz test-all test-compat compat-venvs bench gpu-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +37,26 @@ test-fuzz: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q
+
+$(COMPAT_LOW)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(COMPAT_LOW)
+	$(COMPAT_LOW)/bin/python -m pip install -q $(COMPAT_LOW_PINS)
+	$(COMPAT_LOW)/bin/python -m pip install -q -e '.[smoke]'
+	touch $@
+
+$(COMPAT_HIGH)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(COMPAT_HIGH)
+	$(COMPAT_HIGH)/bin/python -m pip install -q $(COMPAT_HIGH_PINS)
+	$(COMPAT_HIGH)/bin/python -m pip install -q -e '.[smoke]'
+	touch $@
+
+compat-venvs: $(COMPAT_LOW)/.installed $(COMPAT_HIGH)/.installed
+
+# the smoke subset (tests marked `compat`: locate, the backend with and without Inductor, generate, batch,
+# Qwen3-Omni, a reliability case) under both ends of the range
+test-compat: compat-venvs
+	$(COMPAT_LOW)/bin/python -m pytest -q -m compat
+	$(COMPAT_HIGH)/bin/python -m pytest -q -m compat
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'

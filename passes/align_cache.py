@@ -8,12 +8,13 @@ from torch.fx import GraphModule
 
 from seats_fx.call import seats_align_cache
 from seats_fx.passes.boundary import GLUE, call_node
-from seats_fx.passes.plan import GraphPlan
+from seats_fx.passes.plan import PassContext
 
 
-def align_cache(gm: GraphModule, plan: GraphPlan) -> GraphModule:
+def align_cache(gm: GraphModule, ctx: PassContext) -> GraphModule:
     """Routes the keys/values the layers return to the KV cache through `seats_align_cache` (which fills
     them up to one width when the prompt is padded; see SeatsCall.align_cache). A no-op without a cache."""
+    plan = ctx.plan
     if not plan.cache_writes:
         return gm
     output = next(n for n in gm.graph.nodes if n.op == "output")

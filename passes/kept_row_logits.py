@@ -8,27 +8,21 @@ from torch.fx import GraphModule
 
 from seats_fx.logits import seats_logits
 from seats_fx.passes.boundary import GLUE
-from seats_fx.passes.locate import source_name
+from seats_fx.passes.locate import locate_lm_head
+from seats_fx.passes.plan import PassContext
 
 
-def _is_lm_head_linear(node) -> bool:
-    if node.op != "call_function" or node.target is not torch._C._nn.linear:
-        return False
-    bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
-    weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
-    return bias is None and weight is not None and weight.op == "placeholder" and "lm_head" in source_name(weight)
-
-
-def route_lm_head(gm: GraphModule) -> bool:
-    """Rewrites gm in place; returns whether it had an lm_head linear (bias-free) to route."""
-    changed = False
-    for node in list(gm.graph.nodes):
-        if _is_lm_head_linear(node):
-            hidden = node.args[0] if node.args else node.kwargs["input"]
-            weight = node.args[1] if len(node.args) > 1 else node.kwargs["weight"]
-            node.target, node.args, node.kwargs = seats_logits, (hidden, weight), {}
-            node.meta[GLUE] = True
-            changed = True
-    if changed:
+def route_lm_head(gm: GraphModule, ctx: PassContext) -> GraphModule:
+    """Routes every linear by the model's lm_head weight (ctx.output_weight, compared by identity) through
+    seats_logits, as eager glue; gm.meta["seats_lm_head_routed"] says how many. Inference only: a zero
+    row's logits are zero, but its gradient is not."""
+    found = [] if torch.is_grad_enabled() else locate_lm_head(gm, ctx.output_weight())
+    for node in found:
+        hidden = node.args[0] if node.args else node.kwargs["input"]
+        weight = node.args[1] if len(node.args) > 1 else node.kwargs["weight"]
+        node.target, node.args, node.kwargs = seats_logits, (hidden, weight), {}
+        node.meta[GLUE] = True
+    gm.meta["seats_lm_head_routed"] = len(found)
+    if found:
         gm.recompile()
-    return changed
+    return gm

@@ -9,6 +9,7 @@ from torch.fx import GraphModule
 from torch.fx.passes.split_module import split_module
 
 from seats_fx.passes.boundary import GLUE
+from seats_fx.passes.plan import PassContext
 
 
 class SeatsCacheKey(CustomGraphPass):
@@ -46,8 +47,10 @@ class InductorPiece(nn.Module):
         return self._compiled(*args)
 
 
-def partition(gm: GraphModule, use_inductor: bool, cache_key: str) -> GraphModule:
-    """Returns a GraphModule whose submodules alternate Inductor pieces and glue (selection + gathers)."""
+def partition(gm: GraphModule, ctx: PassContext) -> GraphModule:
+    """Returns a GraphModule whose submodules alternate Inductor pieces (lowered when ctx.config.inductor,
+    their cache entries keyed by ctx.cache_key) and glue (selection + gathers), which runs eagerly."""
+    use_inductor, cache_key = ctx.config.inductor, ctx.cache_key
     part_of: dict[str, int] = {}
     part, previous = 0, None
     glue_parts: set[int] = set()

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 from torch.fx import Node
+
+if TYPE_CHECKING:
+    from seats_fx.config import SeatsConfig
+    from seats_fx.stage_plan import StagePlan
 
 
 @dataclass
@@ -80,3 +85,16 @@ class TapPlan:
     input_ids_index: int
     token_ids: dict[str, tuple[int, ...]]
     embed_weight_index: int | None = None
+
+
+@dataclass
+class PassContext:
+    """What every rewrite pass reads besides the graph: locate's plan (passes update the nodes it points at
+    as they insert boundaries), the config, the stage plan resolved for this depth, the model's lm_head
+    weight (returns None when unknown) and the key of every Inductor piece's cache entry."""
+
+    plan: GraphPlan | None
+    config: "SeatsConfig"
+    stages: "StagePlan | None" = None
+    output_weight: Callable[[], object] = lambda: None
+    cache_key: str = ""

@@ -5,14 +5,14 @@ from __future__ import annotations
 from torch.fx import GraphModule
 
 from seats_fx.call import seats_begin, seats_select_stage1
-from seats_fx.config import SeatsConfig
 from seats_fx.passes.boundary import GLUE, call_node, hoist_per_token, insert_boundary
-from seats_fx.passes.plan import GraphPlan
+from seats_fx.passes.plan import PassContext
 
 
-def insert_begin(gm: GraphModule, plan: GraphPlan) -> GraphModule:
+def insert_begin(gm: GraphModule, ctx: PassContext) -> GraphModule:
     """Inserts the node that reads this call's layout (from the modality tap) before the first layer; it
     also sees the KV cache, since only a call over an empty cache (a prefill) may be pruned."""
+    plan = ctx.plan
     hoist_per_token(gm, plan)
     with gm.graph.inserting_before(plan.layers[0].nodes[0]):
         node = gm.graph.call_function(seats_begin, (call_node(gm), plan.inputs_embeds, plan.positions,
@@ -22,10 +22,10 @@ def insert_begin(gm: GraphModule, plan: GraphPlan) -> GraphModule:
     return gm
 
 
-def select_before_llm(gm: GraphModule, plan: GraphPlan, cfg: SeatsConfig) -> GraphModule:
-    """Inserts the stage-1 selection before layer 0 (a no-op when stage 1 is off); its weights come from
-    the encoder taps of the same forward (SeatsCall.begin)."""
-    if cfg.stage1:
-        insert_boundary(gm, plan, 0, seats_select_stage1, ())
-        plan.boundaries.append("stage1@0")
+def select_before_llm(gm: GraphModule, ctx: PassContext) -> GraphModule:
+    """Inserts the stage-1 selection before layer 0 (a no-op when the stage plan has no stage 1); its
+    weights come from the encoder taps of the same forward (SeatsCall.begin)."""
+    if ctx.stages.stage1:
+        insert_boundary(gm, ctx.plan, 0, seats_select_stage1, ())
+        ctx.plan.boundaries.append("stage1@0")
     return gm

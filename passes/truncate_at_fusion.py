@@ -6,22 +6,22 @@ from torch.fx import GraphModule
 
 from seats_fx.call import seats_finish, seats_select_stage3
 from seats_fx.passes.boundary import GLUE, call_node, insert_boundary
-from seats_fx.passes.plan import GraphPlan
-from seats_fx.stage_plan import StagePlan
+from seats_fx.passes.plan import PassContext
 
 
-def truncate_at_fusion(gm: GraphModule, plan: GraphPlan, stages: StagePlan) -> GraphModule:
+def truncate_at_fusion(gm: GraphModule, ctx: PassContext) -> GraphModule:
     """Inserts the text-only truncation before `late_block_layer` (1-based), if the plan has one."""
-    if stages.late_block_layer is not None:
-        insert_boundary(gm, plan, stages.late_block_layer - 1, seats_select_stage3, (stages.late_block_layer,))
-        plan.boundaries.append(f"stage3@{stages.late_block_layer}")
+    late = ctx.stages.late_block_layer
+    if late is not None:
+        insert_boundary(gm, ctx.plan, late - 1, seats_select_stage3, (late,))
+        ctx.plan.boundaries.append(f"stage3@{late}")
     return gm
 
 
-def restore_output_length(gm: GraphModule, plan: GraphPlan) -> GraphModule:
+def restore_output_length(gm: GraphModule, ctx: PassContext) -> GraphModule:
     """Puts the final hidden states back at the original sequence length (pruned rows zero) for every
     consumer: the graph output, or the lm_head when it is in this graph."""
-    final = plan.final_hidden
+    final = ctx.plan.final_hidden
     with gm.graph.inserting_after(final):
         finished = gm.graph.call_function(seats_finish, (call_node(gm), final))
         finished.meta[GLUE] = True

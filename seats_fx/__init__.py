@@ -3,9 +3,11 @@
 from seats_fx.backend import SeatsBackend, backend
 from seats_fx.compile_model import compile_model
 from seats_fx.config import SeatsConfig
+from seats_fx.encoder_attention import use_fast_encoders
 from seats_fx.runtime import SeatsStats, last_stats
 
 compile = compile_model  # seats_fx.compile(model, options): forward() and generate() pruned
 
-__all__ = ["SeatsBackend", "SeatsConfig", "SeatsStats", "backend", "compile", "compile_model", "last_stats"]
+__all__ = ["SeatsBackend", "SeatsConfig", "SeatsStats", "backend", "compile", "compile_model", "last_stats",
+           "use_fast_encoders"]
 __version__ = "0.1.0"

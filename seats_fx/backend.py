@@ -10,14 +10,14 @@ from torch.fx import GraphModule, Node
 
 from seats_fx.call import SeatsCall, glue_seconds, reset_glue_clock
 from seats_fx.config import SeatsConfig
-from seats_fx.models import ADAPTERS
-from seats_fx.passes.locate import (ContinuedPrompt, Unsupported, decoder_layer_frame, family_of, foreign_source,
-                                    locate_decoder,
-                                    locate_embedding_tap, locate_encoder_taps, locate_tap)
+from seats_fx.models import ADAPTERS, ModelFacts, model_facts
+from seats_fx.passes import dynamo_meta
+from seats_fx.passes.locate import (ContinuedPrompt, Unsupported, decoder_layer_frame, family_of, graph_owner,
+                                    locate_decoder, locate_embedding_tap, locate_encoder_taps, locate_tap)
 from seats_fx.passes.manager import SeatsPassManager
 from seats_fx.runtime import (SeatsStats, prefill_record, record_attention_chunks, record_audio_lengths,
                               record_embedding, record_modality_tap, record_window_index, set_last_stats,
-                              set_prefill_record, take_encoder_taps, take_modality_tap)
+                              set_prefill_record, take_encoder_taps, take_modality_tap, take_unconsumed_media_tap)
 
 log = logging.getLogger("seats_fx")
 
@@ -25,6 +25,13 @@ log = logging.getLogger("seats_fx")
 # per wrapped function; at Dynamo's default recompile_limit (8) Dynamo then reuses any cached graph,
 # whichever backend built it, and two option sets could serve each other's graphs.
 MIN_RECOMPILE_LIMIT = 64
+
+
+def versions() -> str:
+    """Returns the torch and transformers versions, for messages about what was not understood."""
+    import transformers
+
+    return f"torch {torch.__version__}, transformers {transformers.__version__}"
 
 
 def _ensure_recompile_headroom() -> None:
@@ -77,26 +84,26 @@ def _expose(gm: GraphModule, nodes: list[Node]) -> int:
     return len(values)
 
 
-def _input_recorders(gm: GraphModule) -> list[Callable]:
-    """Returns recorders of the input_ids (and embedding weight) a graph sees; every recorder takes
+def _input_recorders(gm: GraphModule, facts: ModelFacts | None) -> list[Callable]:
+    """Returns recorders of the token ids (and embedding weight) a graph sees; every recorder takes
     (runtime args, extra outputs)."""
     recorders: list[Callable] = []
     embedding = locate_embedding_tap(gm)
     if embedding is not None:
         ids_at, weight_at = embedding
         recorders.append(lambda args, extras: record_embedding(args[ids_at], args[weight_at]))
-    tap = locate_tap(gm)
+    tap = locate_tap(gm, facts.token_ids if facts is not None else None)
     if tap is not None:
         recorders.append(lambda args, extras: record_modality_tap(args[tap.input_ids_index], tap.token_ids))
     return recorders
 
 
-def _tap_graph(gm: GraphModule) -> tuple[GraphModule, list[Callable], int | None]:
+def _tap_graph(gm: GraphModule, facts: ModelFacts | None, frame) -> tuple[GraphModule, list[Callable], int | None]:
     """Returns the graph to compile (with extra outputs where a tap needs intermediate values), its
     recorders, and the original output count (None when no output was added)."""
-    recorders = _input_recorders(gm)
+    recorders = _input_recorders(gm, facts)
     exposed: list[Node] = []
-    for kind, where in locate_encoder_taps(gm):
+    for kind, where in locate_encoder_taps(gm, frame):
         if kind == "audio_lengths":
             recorders.append(lambda args, extras, i=where[0]: record_audio_lengths(args[i]))
         elif kind == "window_index":
@@ -125,16 +132,16 @@ def _tap_graph(gm: GraphModule) -> tuple[GraphModule, list[Callable], int | None
 class _DecoderRunner:
     """Runs the rewritten decoder graph with a fresh SeatsCall per call."""
 
-    def __init__(self, rewritten: GraphModule, config: SeatsConfig, adapter, depth: int,
+    def __init__(self, backend: "SeatsBackend", rewritten: GraphModule, adapter, depth: int,
                  recorders: list[Callable], positions_per_second: int) -> None:
-        self.rewritten, self.config, self.adapter, self.depth = rewritten, config, adapter, depth
+        self.backend, self.rewritten, self.adapter, self.depth = backend, rewritten, adapter, depth
         self.recorders, self.positions_per_second = recorders, positions_per_second
 
     def __call__(self, *args):
         for record in self.recorders:
             record(args, ())
-        call = SeatsCall(self.config, self.adapter, self.depth, take_modality_tap(), take_encoder_taps(),
-                         self.positions_per_second)
+        call = SeatsCall(self.backend.config, self.adapter, self.depth, take_modality_tap(), take_encoder_taps(),
+                         self.positions_per_second, self.backend.report)
         reset_glue_clock()
         outputs = self.rewritten(call, *args)
         call.stats.selection_seconds = glue_seconds()
@@ -159,6 +166,36 @@ class _UnprunedDecoder:
         return self.compiled(*args)
 
 
+class _KeptEverything:
+    """A decoder graph under a keep-everything config (both retentions 1.0): the graph as Dynamo gave it,
+    so the output is the model's own; last_stats() says nothing was selected."""
+
+    def __init__(self, compiled: Callable) -> None:
+        self.compiled = compiled
+
+    def __call__(self, *args):
+        take_modality_tap()
+        take_encoder_taps()
+        set_last_stats(SeatsStats(pruned=False, skipped="retention 1.0: every token is kept"))
+        set_prefill_record(None)
+        return self.compiled(*args)
+
+
+class _LmHeadGraph:
+    """The graph holding the thinker's lm_head (over kept rows). A prompt with media whose tap no seats decoder
+    took reached it: the decoder ran without selection (its graph was not recognised), so say so."""
+
+    def __init__(self, compiled: Callable, report: Callable[[str, str], None]) -> None:
+        self.compiled, self.report = compiled, report
+
+    def __call__(self, *args):
+        if take_unconsumed_media_tap() is not None:
+            set_last_stats(SeatsStats(pruned=False, skipped="no decoder graph of this forward was recognised"))
+            self.report("prompt with video/audio left unpruned: no decoder graph of this forward was recognised "
+                        "(the decoder layers were not found in any graph seats received)", "decoder not found")
+        return self.compiled(*args)
+
+
 class _UnprunedDecodeStep:
     """A decode-step graph seats could not rewrite: right over an unpruned cache, refused over a pruned one."""
 
@@ -175,27 +212,37 @@ class SeatsBackend:
     """A Dynamo backend; `torch.compile(model, backend="seats", options={...})` builds one per compile."""
 
     def __init__(self, options: Mapping[str, Any] | SeatsConfig | None = None,
-                 positions_per_second: int | None = None, model_is_supported: bool = False) -> None:
+                 positions_per_second: int | None = None, facts: ModelFacts | None = None) -> None:
         """positions_per_second: the model config's TMRoPE position_id_per_seconds, which the windows are cut
-        on. seats_fx.compile passes it; a graph carries no trace of it, so a bare torch.compile(backend=
-        "seats") assumes the family's released value (25 for both families) and says so once.
-        model_is_supported: the caller checked the model is a supported thinker (seats_fx.compile does), so
-        no graph is taken for a foreign model's; otherwise the first graph tells (see __call__)."""
+        on (default: the model's own, read with its facts). facts: what the model says about itself
+        (seats_fx.compile passes them; a bare torch.compile(backend="seats") reads them from the module whose
+        frame Dynamo compiles)."""
         self.config = SeatsConfig.from_options(options)
         if positions_per_second is not None and (isinstance(positions_per_second, bool)
                                                  or not isinstance(positions_per_second, int)
                                                  or positions_per_second <= 0):
             raise ValueError(f"seats: positions_per_second must be a positive int, got {positions_per_second!r}")
         self.positions_per_second = positions_per_second
+        self.facts = facts
         self.manager = SeatsPassManager(self.config)
         self.decoder_compiles = 0  # how many prompt decoder graphs Dynamo handed this backend (recompiles + 1)
         self.decode_compiles = 0  # how many one-token decode-step graphs
         self._warned: set[str] = set()
-        # Known after the first graph: a supported thinker's first graph is traced from its modeling file.
-        # Later graphs of the same model may come from shared helpers only (transformers' vision_utils,
-        # after a graph break) and are the thinker's all the same.
-        self._model_is_supported = model_is_supported
         _ensure_recompile_headroom()
+
+    # ---- saying what was not done ---------------------------------------------------------------------
+    def warn_once(self, kind: str, message: str, *args) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning(message, *args)
+
+    def report(self, reason: str, kind: str) -> None:
+        """A prompt with media left unpruned, or pruned with a weaker signal, for a reason that is not the
+        user's choice: one warning per kind per backend naming the versions; strict raises."""
+        message = f"seats: {reason} ({versions()})"
+        if self.config.strict:
+            raise RuntimeError(f"{message} (strict)")
+        self.warn_once(kind, "%s", message)
 
     def _lower(self, gm: GraphModule, example_inputs: list) -> Callable:
         return _inductor(gm, example_inputs) if self.config.inductor else gm.forward
@@ -206,10 +253,9 @@ class SeatsBackend:
         reason (strict: an error, unless the graph was understood and left alone on purpose), and
         last_stats() says why when it runs."""
         if self.config.strict and strict_raises:
-            raise RuntimeError(f"seats (strict): cannot rewrite this decoder graph: {reason}") from None
-        if reason.kind not in self._warned:  # e.g. one per layer when a decoder came in pieces
-            self._warned.add(reason.kind)
-            log.warning("seats: decoder graph left unpruned (compiled by Inductor unchanged): %s", reason)
+            raise RuntimeError(f"seats (strict): cannot rewrite this decoder graph: {reason} ({versions()})") from None
+        self.warn_once(reason.kind, "seats: decoder graph left unpruned (compiled by Inductor unchanged): %s (%s)",
+                       reason, versions())
         return _UnprunedDecoder(self._lower(gm, example_inputs), f"decoder graph not rewritten: {reason}",
                                 isinstance(reason, ContinuedPrompt))
 
@@ -223,47 +269,51 @@ class SeatsBackend:
         except Unsupported as reason:
             if self.config.strict:
                 raise RuntimeError(f"seats (strict): cannot rewrite this decode-step graph: {reason}") from None
-            log.warning("seats: decode-step graph compiled unchanged; it refuses a pruned KV cache: %s", reason)
+            self.warn_once("decode step", "seats: decode-step graph compiled unchanged; it refuses a pruned KV cache: "
+                           "%s (%s)", reason, versions())
             return _UnprunedDecodeStep(self._lower(gm, example_inputs), str(reason))
         self.decode_compiles += 1
         log.info("seats: rewrote a decode-step graph with %d layers", len(plan.layers))
         return rewritten.forward
 
-    def _foreign(self, gm: GraphModule, example_inputs: list, where: str) -> Callable:
+    def _foreign(self, gm: GraphModule, example_inputs: list, what: str) -> Callable:
         """A graph of a model seats does not prune: compiled unchanged, one log line per backend."""
-        message = (f"seats: not a Qwen-Omni thinker graph (code from {where}); supported families: "
+        message = (f"seats: not a Qwen-Omni thinker ({what}); supported families: "
                    f"{[a.family for a in ADAPTERS]}")
         if self.config.strict:
             raise RuntimeError(f"{message} (strict)")
-        if "foreign model" not in self._warned:
-            self._warned.add("foreign model")
-            log.warning("%s; compiled by Inductor unchanged", message)
+        self.warn_once("foreign model", "%s; compiled by Inductor unchanged", message)
         return self._lower(gm, example_inputs)
 
+    def _facts_for(self, frame) -> ModelFacts | None:
+        """Returns the model's facts: the ones seats_fx.compile gave, else those the module whose frame is
+        compiled exposes (None for a tower's, a layer's or a helper function's frame: those graphs need none)."""
+        return self.facts if self.facts is not None else model_facts(frame)
+
     def __call__(self, gm: GraphModule, example_inputs: list) -> Callable:
+        frame = dynamo_meta.frame_module()
+        facts = self._facts_for(frame)
+        owner, what = graph_owner(gm, frame)
+        if owner == "foreign":
+            return self._foreign(gm, example_inputs, what)
         if family_of(gm) is None:
-            piece = decoder_layer_frame(gm)
+            piece = decoder_layer_frame(frame)
+            if piece is not None and self.config.keeps_everything:
+                return _KeptEverything(self._lower(gm, example_inputs))
             if piece is not None:  # the model's code broke its decoder into one graph per layer
                 reason = Unsupported(f"a {piece.family} decoder layer compiled as a graph of its own (the model's "
-                                     "code broke the decoder into pieces; for Qwen3-Omni use seats_fx.compile)",
-                                     kind="partial decoder")
+                                     "code broke the decoder into one graph per layer; seats_fx.compile(model, "
+                                     "options) traces it in one)", kind="partial decoder")
                 return self._unpruned(gm, example_inputs, reason)
-            where = foreign_source(gm)
-            if where is None:
-                self._model_is_supported = True
-            elif not self._model_is_supported:
-                return self._foreign(gm, example_inputs, where)
-            tapped, recorders, outputs = _tap_graph(gm)
-            # the thinker's lm_head usually runs in a graph after the decoder's: skip pruned (zero) rows
-            # (inference only: a zero row's logits are zero, but its gradient is not)
-            with_logits = None if torch.is_grad_enabled() else self.manager.logits_graph(_copy_graph_module(tapped))
-            compiled = with_logits.forward if with_logits is not None else self._lower(tapped, example_inputs)
-            return _TappedGraph(compiled, recorders, outputs) if recorders else compiled
-        self._model_is_supported = True
+            if self.config.keeps_everything:
+                return self._lower(gm, example_inputs)
+            return self._other_graph(gm, example_inputs, facts, frame)
+        if self.config.keeps_everything:  # nothing to select: the model's graphs, untouched
+            return _KeptEverything(self._lower(gm, example_inputs))
         # Dynamo reads the graph after the backend returns: rewrite a copy, never `gm` itself
         working = _copy_graph_module(gm)
         try:
-            plan = locate_decoder(working)
+            plan = locate_decoder(working, facts)
         except Unsupported as reason:
             return self._unpruned(gm, example_inputs, reason)
         if plan.seq_len == 1:
@@ -275,27 +325,50 @@ class SeatsBackend:
                 "model; generate() and no_grad forwards are pruned", kind="grad mode"), strict_raises=False)
         depth = len(plan.layers)
         # text-only and fused forwards see input_ids in the decoder graph itself
-        recorders = _input_recorders(gm)
-        rewritten = self.manager(working, plan)  # resolves the stage plan: a bad layer choice fails here
+        recorders = _input_recorders(gm, facts)
+        rewritten = self.manager(working, plan, facts.output_weight if facts is not None else lambda: None)
         self.decoder_compiles += 1
         log.info("seats: rewrote decoder graph with %d layers: %s", depth, ", ".join(plan.boundaries) or "no stage")
         if log.isEnabledFor(logging.DEBUG):  # the compiled pieces and the selection glue between them
             log.debug("seats: rewritten decoder graph:\n%s", rewritten.code)
-        per_second = self.positions_per_second
-        if per_second is None:
-            per_second = plan.adapter.position_id_per_seconds
-            if "positions per second" not in self._warned:
-                self._warned.add("positions per second")
-                log.info("seats: windows assume %d TMRoPE positions per second (the released %s value); "
-                         "seats_fx.compile reads the model's own config", per_second, plan.adapter.family)
-        return _DecoderRunner(rewritten, self.config, plan.adapter, depth, recorders, per_second)
+        return _DecoderRunner(self, rewritten, plan.adapter, depth, recorders, self._per_second(facts, plan.adapter))
+
+    def _per_second(self, facts: ModelFacts | None, adapter) -> int:
+        """Returns the TMRoPE positions per second the windows are cut on: given, else the model config's."""
+        if self.positions_per_second is not None:
+            return self.positions_per_second
+        if facts is not None and facts.positions_per_second is not None:
+            return facts.positions_per_second
+        self.warn_once("positions per second", "seats: windows assume %d TMRoPE positions per second (the released "
+                       "%s value): the model's config could not be read (%s)", adapter.position_id_per_seconds,
+                       adapter.family, versions())
+        return adapter.position_id_per_seconds
+
+    def _other_graph(self, gm: GraphModule, example_inputs: list, facts: ModelFacts | None, frame) -> Callable:
+        """A graph of the thinker other than its decoder's: compiled unchanged, with taps where it sees what
+        the decoder's selection needs, and the lm_head over kept rows where it holds the lm_head."""
+        tapped, recorders, outputs = _tap_graph(gm, facts, frame)
+        weight = facts.output_weight if facts is not None else (lambda: None)
+        with_logits = self.manager.logits_graph(_copy_graph_module(tapped), weight)
+        compiled = self._lower(tapped, example_inputs) if with_logits is None \
+            else _LmHeadGraph(with_logits.forward, self.report)
+        return _TappedGraph(compiled, recorders, outputs) if recorders else compiled
+
+
+# torch.compile(backend="seats", options=...) calls the entry point once per graph; torch counts two
+# compiles with equal options as the same backend (_TorchCompileWrapper.__eq__), and so does this table:
+# one SeatsBackend per option set holds the once-per-backend warnings and the compile counters
+_ENTRY_BACKENDS: dict[str, "SeatsBackend"] = {}
 
 
 def seats(gm: GraphModule, example_inputs: list, **kwargs) -> Callable:
     """Entry point of `backend="seats"`; `options` arrive as keyword arguments."""
     options = kwargs.pop("options", None) or {}
-    options = {**options, **kwargs}
-    return SeatsBackend(options)(gm, example_inputs)
+    config = SeatsConfig.from_options({**options, **kwargs})
+    key = config.stable_hash()
+    if key not in _ENTRY_BACKENDS:
+        _ENTRY_BACKENDS[key] = SeatsBackend(config)
+    return _ENTRY_BACKENDS[key](gm, example_inputs)
 
 
 def backend(options: Mapping[str, Any] | SeatsConfig | None = None) -> SeatsBackend:

@@ -11,6 +11,10 @@ from typing import Any, Mapping
 from seats_fx.ops.stage_select import STAGE1_SELECTORS, STAGE2_ALLOCATIONS
 
 
+# fields that change the rewritten graph (SeatsConfig.graph_key); every other field is read by the glue
+GRAPH_FIELDS = ("stage1", "stage2", "stage3", "progressive_drop_layers", "late_block_layer", "inductor")
+
+
 def _fail(name: str, allowed: str, value: Any) -> None:
     raise ValueError(f"SeatsConfig.{name} must be {allowed}, got {value!r}")
 
@@ -48,6 +52,11 @@ class SeatsConfig:
     `video_retention` / `audio_retention`: fraction of that modality's tokens the LLM processes,
     averaged over all decoder layers (layers after the late-block cut count as 0). Default 0.1 each.
     `retention`, when given, sets both (the paper's R=10% pair is video 0.06 / audio 0.35).
+    Both at 1.0 keep everything: no stage runs and the output is the unpruned model's. Below 1.0 there is a
+    ceiling: layers from `late_block_layer` on process no media, so at most (late_block_layer - 1) / depth
+    is reachable (0.82 on the 28-layer 7B with the late block at 24), and stage 1 must keep enough
+    (retention * encoder_ratio_scale); a target above what the resolved stages reach raises ValueError at
+    compile time naming the maximum (stage3=False or a later late_block_layer give more).
     """
 
     video_retention: float = 0.1
@@ -81,6 +90,9 @@ class SeatsConfig:
     strict: bool = False
     # lower the rewritten decoder's pieces with Inductor; False runs them eagerly (debugging)
     inductor: bool = True
+    # seats_fx.compile makes the vision and audio towers attend with one variable-length call per layer
+    # (seats_fx.use_fast_encoders; the last layer records stage 1's q/k); False leaves the towers as they are
+    fast_encoders: bool = True
 
     def __post_init__(self) -> None:
         if self.retention is not None:
@@ -113,7 +125,7 @@ class SeatsConfig:
         _check_choice("stage2_allocation", self.stage2_allocation, STAGE2_ALLOCATIONS)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             _fail("seed", "an int >= 0", self.seed)
-        for name in ("stage1", "stage2", "stage3", "strict", "inductor"):
+        for name in ("stage1", "stage2", "stage3", "strict", "inductor", "fast_encoders"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, "a bool", getattr(self, name))
 
@@ -128,8 +140,9 @@ class SeatsConfig:
 
     @property
     def keeps_everything(self) -> bool:
-        """True when no stage can drop a token."""
-        return (self.video_retention == 1.0 and self.audio_retention == 1.0) and not self.stage3
+        """True when both retentions are 1.0: every token is kept, so no stage runs (whatever the stage
+        switches say) and the output is the unpruned model's."""
+        return self.video_retention == 1.0 and self.audio_retention == 1.0
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> "SeatsConfig":
@@ -149,6 +162,14 @@ class SeatsConfig:
     def to_dict(self) -> dict[str, Any]:
         """Returns the fields as plain JSON-able values."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    def graph_key(self) -> str:
+        """Returns what of this config changes the graphs the passes write (where the boundaries go, whether
+        any stage runs, whether Inductor lowers them) as a stable string; the other fields only change what
+        the eager selection glue computes."""
+        fields_ = {name: getattr(self, name) for name in GRAPH_FIELDS}
+        fields_["keeps_everything"] = self.keeps_everything
+        return json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in fields_.items()}, sort_keys=True)
 
     def stable_hash(self) -> str:
         """Returns a hex digest that depends only on field values (stable across processes)."""

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
+from seats_fx.models.facts import ADAPTERS, ModelFacts, adapter_of_type, model_facts
 from seats_fx.models.qwen2_5_omni import Qwen2_5OmniAdapter
 from seats_fx.models.qwen3_omni_moe import Qwen3OmniMoeAdapter
 from seats_fx.models.thinker import EncodedPrompt, ThinkerAdapter
-
-ADAPTERS = (Qwen2_5OmniAdapter, Qwen3OmniMoeAdapter)
 
 
 def adapter_for(model: nn.Module):
@@ -21,4 +20,5 @@ def adapter_for(model: nn.Module):
                      f"{[a.family for a in ADAPTERS]}")
 
 
-__all__ = ["ADAPTERS", "EncodedPrompt", "ThinkerAdapter", "Qwen2_5OmniAdapter", "Qwen3OmniMoeAdapter", "adapter_for"]
+__all__ = ["ADAPTERS", "EncodedPrompt", "ModelFacts", "ThinkerAdapter", "Qwen2_5OmniAdapter", "Qwen3OmniMoeAdapter",
+           "adapter_for", "adapter_of_type", "model_facts"]

@@ -6,7 +6,7 @@ import torch
 from transformers.models.qwen2_5_omni import modeling_qwen2_5_omni as hf
 from transformers.vision_utils import get_vision_window_index
 
-from seats_fx.models.thinker import CapturedInputs, EncodedPrompt, ThinkerAdapter, capture_inputs
+from seats_fx.models.thinker import CapturedInputs, EncodedPrompt, ThinkerAdapter, capture_inputs, concatenated
 from seats_fx.ops.relevance import encoder_attention_received
 
 # Authors' defaults for the 28-layer 7B model (drops after layers 16, 18, 20; text only from layer 24),
@@ -23,27 +23,24 @@ class Qwen2_5OmniAdapter(ThinkerAdapter):
     drop_layer_fractions = DROP_LAYER_FRACTIONS
     late_block_fraction = LATE_BLOCK_FRACTION
     # ---- how the family shows up in Dynamo graphs (read by passes.locate; no instance needed) ----
-    decoder_layer_class = "Qwen2_5OmniDecoderLayer"
-    rotary_path_suffix = "language_model.rotary_emb"
-    final_norm_path_suffix = "language_model.norm"
-    # get_placeholder_mask: `special_video_mask = input_ids == self.config.video_token_id`
-    modality_compare_pattern = r"input_ids == self\.config\.(image|video|audio)_token_id"
+    # Module types (nn_module_stack entries, the module whose frame Dynamo compiles) and the names of
+    # frame locals (Dynamo sources); never source text. See ThinkerAdapter for how each is used.
+    modeling_module = hf.__name__
+    decoder_layer_class = hf.Qwen2_5OmniDecoderLayer
+    text_model_class = hf.Qwen2_5OmniThinkerTextModel
+    rotary_class = hf.Qwen2_5OmniRotaryEmbedding
+    vision_encoder_class = hf.Qwen2_5OmniVisionEncoder
+    audio_encoder_class = hf.Qwen2_5OmniAudioEncoder
+    audio_attention_class = hf.Qwen2_5OmniAudioAttention
+    vision_attention_class = hf.Qwen2_5OmniVisionAttention
+    vision_patch_embed_class = None  # vision runs start at the window permutation instead
+    # the vision tower's window permutation: a local of the vision encoder's forward, handed to the graph
+    # after the tower's chunk loop breaks it (maps the last block's patch order back to the LLM's)
+    vision_window_index_local = "window_index"
     # TMRoPE temporal positions per second (config.position_id_per_seconds of every released checkpoint)
     position_id_per_seconds = 25
-    # encoder graphs (stage-1 weights): inputs named by Dynamo sources, and the attention graphs over
-    # cu_seqlens chunks, told apart by their output projection's name
-    audio_lengths_source = "L['feature_attention_mask']"
-    attention_mask_source = "L['attention_mask']"
-    vision_window_index_source = "L['window_index']"
-    audio_attention_projection = "_modules['out_proj']"
-    vision_attention_projection = "_modules['proj']"
     spatial_merge_unit = 4  # 2x2 patches per LLM video token (spatial_merge_size 2 in every release)
     static_traces_supported = True  # the layers spell the length only in view/reshape/expand
-    vision_patch_embed_weight_source = None  # runs start at the window permutation instead
-    # parameters a decoder layer compiled as its own frame reads
-    decoder_layer_frame_sources = ("L['self']._modules['self_attn']._modules['q_proj']",
-                                   "L['self']._modules['mlp']._modules['gate_proj']",
-                                   "L['self']._modules['post_attention_layernorm']")
 
     @staticmethod
     def audio_token_weights(frame_weights: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
@@ -65,7 +62,7 @@ class Qwen2_5OmniAdapter(ThinkerAdapter):
         recording the last encoder layers' attention inputs with forward pre-hooks to score tokens.
         """
         input_ids, attention_mask, embeds, weights = self.embed_text_and_audio(inputs)
-        model = self.thinker.model
+        model = self.multimodal
 
         for kind, pixels_key, grid_key in (("image", "pixel_values", "image_grid_thw"),
                                            ("video", "pixel_values_videos", "video_grid_thw")):
@@ -73,9 +70,9 @@ class Qwen2_5OmniAdapter(ThinkerAdapter):
             if pixels is None:
                 continue
             grid = inputs[grid_key]
-            with capture_inputs(model.visual.blocks[-1].attn) as seen:
+            with capture_inputs(self.visual.blocks[-1].attn) as seen:
                 getter = model.get_image_features if kind == "image" else model.get_video_features
-                pooled = torch.cat(getter(pixels, grid, return_dict=True).pooler_output, dim=0)
+                pooled = concatenated(getter(pixels, grid, return_dict=True).pooler_output)
             image_mask, video_mask, _ = model.get_placeholder_mask(input_ids, inputs_embeds=embeds)
             mask = image_mask if kind == "image" else video_mask
             embeds = embeds.masked_scatter(mask, pooled.to(embeds.dtype))
@@ -86,7 +83,8 @@ class Qwen2_5OmniAdapter(ThinkerAdapter):
 
     def _vision_token_weights(self, seen: CapturedInputs, grid_thw: torch.Tensor) -> torch.Tensor:
         """Returns attention received per merged vision token, in the order the LLM sees the tokens."""
-        attn = self.thinker.model.visual.blocks[-1].attn
+        visual = self.visual
+        attn = visual.blocks[-1].attn
         (hidden,), kwargs = seen.calls[-1]
         n = hidden.shape[0]
         q = attn.q(hidden).reshape(n, attn.num_heads, -1)
@@ -94,7 +92,6 @@ class Qwen2_5OmniAdapter(ThinkerAdapter):
         cos, sin = kwargs["position_embeddings"]
         q, k = hf.apply_rotary_pos_emb_vision(q, k, cos, sin)
         received = encoder_attention_received(q, k, kwargs["cu_seqlens"], attn.scaling)
-        visual = self.thinker.model.visual
         window_index, _ = get_vision_window_index(grid_thw, visual.spatial_merge_size, visual.window_size,
                                                   visual.patch_size)
         return self.vision_token_weights(received, window_index)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as hf
 
-from seats_fx.models.thinker import EncodedPrompt, ThinkerAdapter, capture_inputs
+from seats_fx.models.thinker import EncodedPrompt, ThinkerAdapter, capture_inputs, concatenated
 from seats_fx.ops.relevance import encoder_attention_received
 
 # the authors' 7B defaults as depth fractions (the paper gives no Qwen3-Omni layers; same fractions)
@@ -27,24 +27,22 @@ class Qwen3OmniMoeAdapter(ThinkerAdapter):
     drop_layer_fractions = DROP_LAYER_FRACTIONS
     late_block_fraction = LATE_BLOCK_FRACTION
     # ---- how the family shows up in Dynamo graphs (read by passes.locate; no instance needed) ----
-    decoder_layer_class = "Qwen3OmniMoeThinkerTextDecoderLayer"
-    rotary_path_suffix = "language_model.rotary_emb"
-    final_norm_path_suffix = "language_model.norm"
-    modality_compare_pattern = r"input_ids == self\.config\.(image|video|audio)_token_id"
-    # TMRoPE positions per second a bare torch.compile(backend="seats") assumes (transformers' default);
-    # seats_fx.compile passes the model config's own value to the backend instead
+    modeling_module = hf.__name__
+    decoder_layer_class = hf.Qwen3OmniMoeThinkerTextDecoderLayer
+    text_model_class = hf.Qwen3OmniMoeThinkerTextModel
+    rotary_class = hf.Qwen3OmniMoeThinkerTextRotaryEmbedding
+    vision_encoder_class = hf.Qwen3OmniMoeVisionEncoder
+    audio_encoder_class = hf.Qwen3OmniMoeAudioEncoder
+    audio_attention_class = hf.Qwen3OmniMoeAudioAttention
+    vision_attention_class = hf.Qwen3OmniMoeVisionAttention
+    # no window permutation in this vision tower: a run starts where its Conv3d patch embedding reads pixels
+    vision_patch_embed_class = hf.Qwen3OmniMoeVisionPatchEmbed
+    vision_window_index_local = None
+    # TMRoPE positions per second a bare torch.compile(backend="seats") assumes when it cannot read the
+    # model's config (transformers' default); the backend reads config.position_id_per_seconds otherwise
     position_id_per_seconds = 25
-    audio_lengths_source = "L['feature_attention_mask']"
-    attention_mask_source = "L['attention_mask']"
-    vision_window_index_source = None  # no window permutation in this vision tower: a run starts at
-    vision_patch_embed_weight_source = "L['self']._modules['proj']._parameters['weight']"  # its Conv3d patch embedding
-    audio_attention_projection = "_modules['out_proj']"
-    vision_attention_projection = "_modules['proj']"
     spatial_merge_unit = 4  # 2x2 patches per LLM video token
     static_traces_supported = False  # see passes.locate: MoE sizes are length x top_k
-    # parameters a decoder layer compiled as its own frame reads (q/k norms and experts: this family only)
-    decoder_layer_frame_sources = ("L['self']._modules['self_attn']._modules['q_norm']",
-                                   "L['self']._modules['mlp']._modules['experts']")
 
     @staticmethod
     def audio_token_weights(frame_weights: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
@@ -71,7 +69,7 @@ class Qwen3OmniMoeAdapter(ThinkerAdapter):
         """Returns the decoder input of a forward() call plus layout, stage-1 weights and the deepstack
         additions, running the model's own encoders, merge and get_rope_index as its forward does."""
         input_ids, attention_mask, embeds, weights = self.embed_text_and_audio(inputs)
-        model = self.thinker.model
+        model = self.multimodal
 
         # deepstack: per decoder layer, a (B, L, D) addition that is zero off the vision tokens
         additions: list[torch.Tensor] = []
@@ -81,14 +79,14 @@ class Qwen3OmniMoeAdapter(ThinkerAdapter):
             if pixels is None:
                 continue
             getter = model.get_image_features if kind == "image" else model.get_video_features
-            with capture_inputs(model.visual.blocks[-1].attn) as seen:
+            with capture_inputs(self.visual.blocks[-1].attn) as seen:
                 output = getter(pixels, inputs[grid_key], return_dict=True)
             image_mask, video_mask, _ = model.get_placeholder_mask(input_ids, inputs_embeds=embeds)
             mask = image_mask if kind == "image" else video_mask
-            embeds = embeds.masked_scatter(mask, torch.cat(output.pooler_output).to(embeds.dtype))
+            embeds = embeds.masked_scatter(mask, concatenated(output.pooler_output).to(embeds.dtype))
             weights[mask[..., 0]] = self._vision_token_weights(seen)
             for i, per_layer in enumerate(output.deepstack_features):
-                dense = torch.zeros_like(embeds).masked_scatter(mask, torch.cat(per_layer).to(embeds.dtype))
+                dense = torch.zeros_like(embeds).masked_scatter(mask, concatenated(per_layer).to(embeds.dtype))
                 if i < len(additions):
                     additions[i] = additions[i] + dense
                 else:
@@ -98,7 +96,7 @@ class Qwen3OmniMoeAdapter(ThinkerAdapter):
         return EncodedPrompt(embeds, position_ids, rope_deltas, attention_mask, layout, weights, additions)
 
     def _vision_token_weights(self, seen) -> torch.Tensor:
-        attn = self.thinker.model.visual.blocks[-1].attn
+        attn = self.visual.blocks[-1].attn
         args, kwargs = seen.calls[-1]
         hidden = args[0] if args else kwargs["hidden_states"]
         n = hidden.shape[0]

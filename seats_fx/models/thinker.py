@@ -61,11 +61,47 @@ def capture_inputs(module: nn.Module) -> Iterator[CapturedInputs]:
         handle.remove()
 
 
+def concatenated(features) -> torch.Tensor:
+    """Returns encoder features as one tensor: later 5.x return a list per image/video, 5.17 one tensor."""
+    return features if isinstance(features, torch.Tensor) else torch.cat(list(features), dim=0)
+
+
+def find_module(root: nn.Module, kind: type) -> nn.Module | None:
+    """Returns the first submodule of `root` (itself included) that is an instance of `kind`, or None."""
+    return next((module for module in root.modules() if isinstance(module, kind)), None)
+
+
 class ThinkerAdapter:
     """The instance side both families share; a family sets `thinker_class` and its graph facts, and
-    implements encode(), its encoders' token weights and text_query_parts()."""
+    implements encode(), its encoders' token weights and text_query_parts().
+
+    Graph facts a family declares (class attributes, read by passes.locate through passes.dynamo_meta; no
+    instance needed) and how each is used:
+    - `modeling_module`: the transformers module defining the family's classes. A graph holding a module of
+      one of its classes (in `nn_module_stack`, or as the frame Dynamo compiles) belongs to a supported model.
+    - `decoder_layer_class`: nodes inside a module of this class are that layer's; one layer per module
+      instance, in the order they run. A frame whose module is of this class is a decoder broken into pieces.
+    - `rotary_class`: the values layers read that this module computed are cos/sin; its (3, B, L) integer
+      input is the TMRoPE position ids.
+    - `text_model_class`, `vision_encoder_class`, `audio_encoder_class`: the parts of an instance (found by
+      type) and, for the vision encoder, the frame whose local `vision_window_index_local` is the tower's
+      window permutation.
+    - `audio_attention_class`, `vision_attention_class`: a graph compiled from such a module's frame that calls
+      SDPA is an encoder attention over cu_seqlens chunks (stage-1 weights come from its last call).
+    - `vision_patch_embed_class`: for towers without a window permutation, its frame marks a vision run.
+    Model facts come from the instance (`seats_fx.models.facts.model_facts`): placeholder token ids per
+    modality from the config (`image_token_id`, `video_token_id`, `audio_token_id`: the value compared with the
+    token ids names the modality), `position_id_per_seconds` (windows), the decoder depth (layers of the text
+    model), and the output embedding's weight (the lm_head, matched by identity). No rule reads source text.
+
+    Parts of the thinker are found by module type, never by attribute path: transformers 5.17 keeps the
+    language model, towers and multimodal helpers on the thinker itself, later 5.x on `thinker.model`.
+    """
 
     thinker_class: type = nn.Module
+    text_model_class: type = nn.Module
+    vision_encoder_class: type = nn.Module
+    audio_encoder_class: type = nn.Module
 
     def __init__(self, thinker: nn.Module) -> None:
         if not isinstance(thinker, self.thinker_class):
@@ -87,10 +123,25 @@ class ThinkerAdapter:
     def prepare_for_compile(self) -> None:
         """Makes the model traceable as seats needs it (run by seats_fx.compile); nothing by default."""
 
-    # ---- decoder structure -------------------------------------------------------------------------
+    # ---- parts of the thinker, by type -------------------------------------------------------------
     @property
     def language_model(self) -> nn.Module:
-        return self.thinker.model.language_model
+        return find_module(self.thinker, self.text_model_class)
+
+    @property
+    def visual(self) -> nn.Module:
+        return find_module(self.thinker, self.vision_encoder_class)
+
+    @property
+    def audio_tower(self) -> nn.Module:
+        return find_module(self.thinker, self.audio_encoder_class)
+
+    @property
+    def multimodal(self) -> nn.Module:
+        """Returns the module holding get_placeholder_mask / get_rope_index / get_*_features (the thinker's
+        base model in later 5.x releases, the thinker itself in 5.17)."""
+        base = getattr(self.thinker, "model", None)
+        return base if hasattr(base, "get_placeholder_mask") else self.thinker
 
     @property
     def decoder_layers(self) -> nn.ModuleList:
@@ -121,16 +172,16 @@ class ThinkerAdapter:
         """Returns (input_ids, attention_mask, inputs_embeds with the audio merged, stage-1 weights (B, L)
         with the audio tokens' filled in), running the model's own audio tower and merge."""
         self.check_inputs(inputs)
-        model = self.thinker.model
+        model = self.multimodal
         input_ids = inputs["input_ids"]
         attention_mask = inputs.get("attention_mask")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        embeds = model.get_input_embeddings()(input_ids)
+        embeds = self.thinker.get_input_embeddings()(input_ids)
         weights = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
         features, feature_mask = inputs.get("input_features"), inputs.get("feature_attention_mask")
         if features is not None:
-            attention = model.audio_tower.layers[-1].self_attn
+            attention = self.audio_tower.layers[-1].self_attn
             with capture_inputs(attention) as seen:
                 audio = model.get_audio_features(features, feature_mask, return_dict=True).last_hidden_state
             _, _, audio_mask = model.get_placeholder_mask(input_ids, inputs_embeds=embeds)
@@ -142,7 +193,7 @@ class ThinkerAdapter:
     def positions_and_layout(self, inputs: dict, attention_mask: torch.Tensor, window_seconds: float):
         """Returns (position_ids, rope_deltas, layout) from the model's own get_rope_index."""
         feature_mask = inputs.get("feature_attention_mask")
-        position_ids, rope_deltas = self.thinker.model.get_rope_index(
+        position_ids, rope_deltas = self.multimodal.get_rope_index(
             inputs["input_ids"], inputs.get("image_grid_thw"), inputs.get("video_grid_thw"), attention_mask,
             bool(inputs.get("use_audio_in_video", False)),
             feature_mask.sum(-1) if feature_mask is not None else None, inputs.get("video_second_per_grid"))
@@ -175,7 +226,7 @@ class ThinkerAdapter:
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Returns the token embeddings of text ids (B, L) -> (B, L, D)."""
-        return self.thinker.model.get_input_embeddings()(input_ids)
+        return self.thinker.get_input_embeddings()(input_ids)
 
     def text_query_parts(self, index: int, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                          query_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -197,7 +248,7 @@ class ThinkerAdapter:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Returns lm_head(norm(hidden))."""
-        return self.thinker.lm_head(self.language_model.norm(hidden))
+        return self.thinker.get_output_embeddings()(self.language_model.norm(hidden))
 
 
 def _received_in(attention: nn.Module, seen: CapturedInputs) -> torch.Tensor:

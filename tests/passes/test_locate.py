@@ -4,21 +4,28 @@ import pytest
 import torch
 from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
+from seats_fx.models import model_facts
 from seats_fx.models.configs import TinySpec, tiny_qwen2_5_omni_config
 from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
+from seats_fx.passes.dynamo_meta import frame_module
 from seats_fx.passes.locate import (Unsupported, locate_decoder, locate_encoder_taps, locate_tap)
+
+pytestmark = pytest.mark.compat
 
 
 def captured_graphs(model, inputs, dynamic=None, **call_kwargs):
-    """Returns, per Dynamo graph, what locate says about it (run while Dynamo's metadata is attached)."""
+    """Returns, per Dynamo graph, what locate says about it (run while Dynamo's metadata is attached), with
+    the facts a bare torch.compile(backend="seats") has: those of the module whose frame is compiled."""
     graphs = []
 
     def capture(gm, example_inputs):
+        frame = frame_module()
+        facts = model_facts(frame)
         try:
-            decoder = locate_decoder(gm)
+            decoder = locate_decoder(gm, facts)
         except Unsupported as reason:
             decoder = reason
-        graphs.append((decoder, locate_tap(gm), locate_encoder_taps(gm)))
+        graphs.append((decoder, locate_tap(gm, facts.token_ids if facts else None), locate_encoder_taps(gm, frame)))
         return gm.forward
 
     torch._dynamo.reset()
