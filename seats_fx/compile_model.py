@@ -9,7 +9,8 @@ from torch import nn
 
 from seats_fx.backend import SeatsBackend
 from seats_fx.config import SeatsConfig
-from seats_fx.models import adapter_for
+from seats_fx.encoder_attention import use_fast_encoders, uses_fast_encoders
+from seats_fx.models import adapter_for, model_facts
 
 # generate() runs these on the thinker's base model before the prefill, outside the compiled forward()
 # (transformers' mm_encoder_outputs); stage 1 needs their last attention, so they are compiled too
@@ -25,15 +26,23 @@ def compile_model(model: nn.Module, options: Mapping[str, Any] | SeatsConfig | N
     through the compiled thinker forward, and the image/video encoders generate() calls eagerly are
     compiled with the same backend so stage 1 sees their attention. compile_kwargs go to torch.compile;
     dynamic defaults to True (prompt lengths vary, and MoE decoders cannot be rewritten from a static trace).
+    With SeatsConfig.fast_encoders (the default), or towers already switched by use_fast_encoders, the
+    vision and audio towers attend with one variable-length call per layer and record stage 1's q/k.
     """
     compile_kwargs.setdefault("dynamic", True)
     adapter = adapter_for(model)  # ValueError naming the supported families
     thinker = adapter.thinker
     adapter.prepare_for_compile()
-    seats = SeatsBackend(options, positions_per_second=int(thinker.config.position_id_per_seconds),
-                         model_is_supported=True)
+    seats = SeatsBackend(options, facts=model_facts(thinker))
+    if seats.config.keeps_everything:  # nothing is selected: the model, compiled, and nothing else changed
+        thinker.compile(backend=seats, **compile_kwargs)
+        thinker.seats_backend = seats
+        return model
+    if seats.config.fast_encoders or uses_fast_encoders(model):
+        # one attention call per encoder layer; the last layer of each tower records stage 1's q/k itself
+        use_fast_encoders(model, stage1_taps=True)
     thinker.compile(backend=seats, **compile_kwargs)
-    base = thinker.model
+    base = adapter.multimodal
     for name in EAGER_ENCODER_METHODS:
         method = getattr(base, name, None)
         if method is not None:

@@ -82,12 +82,25 @@ class _DecoderState:
 
 
 @torch.no_grad()
-def seats_forward(model: nn.Module, inputs: dict, config: SeatsConfig | dict | None = None) -> SeatsResult:
-    """Returns SEATS logits and the record of kept tokens for one forward() call of an omni thinker."""
+def _encode(adapter, inputs: dict, config: SeatsConfig, unweighted: tuple[str, ...]) -> EncodedPrompt:
+    """Returns the encoded prompt; the stage-1 weights of the modalities in `unweighted` ("video" (images
+    included), "audio") are uniform, as the backend uses them when an encoder's attention was not seen."""
+    encoded = adapter.encode(inputs, config.window_seconds)
+    codes = [{"video": VIDEO, "audio": AUDIO}[name] for name in unweighted]
+    for code in codes:
+        members = encoded.layout.modality == code
+        encoded.token_weights = torch.where(members, torch.ones_like(encoded.token_weights), encoded.token_weights)
+    return encoded
+
+
+@torch.no_grad()
+def seats_forward(model: nn.Module, inputs: dict, config: SeatsConfig | dict | None = None,
+                  unweighted: tuple[str, ...] = ()) -> SeatsResult:
+    """Returns SEATS logits and the record of kept tokens for one forward() call of an omni thinker.
+    unweighted: modalities whose stage-1 selection ignores the encoder attention (uniform weights)."""
     config = SeatsConfig.from_options(config)
     adapter = adapter_for(model)
-    encoded = adapter.encode(inputs, config.window_seconds)
-    return seats_decode(adapter, encoded, config)
+    return seats_decode(adapter, _encode(adapter, inputs, config, unweighted), config)
 
 
 @torch.no_grad()
@@ -147,17 +160,21 @@ def seats_decode(adapter, encoded: EncodedPrompt, config: SeatsConfig, cache=Non
 
 @dataclass
 class GenerationResult:
-    """Greedy decoding after a SEATS prefill: tokens (B, N) generated, the prefill's record, and the KV
-    cache (each layer holds what it processed in the prefill, then every generated token but the last)."""
+    """Greedy decoding after a SEATS prefill: tokens (B, N) generated, the prefill's record, the KV cache
+    (each layer holds what it processed in the prefill, then every generated token but the last), and
+    logits[t]: the (B, V) logits token t was chosen from (t = 0: the prefill's last row), as generate()
+    reports them with output_logits=True."""
 
     tokens: torch.Tensor
     prefill: SeatsResult
     cache: object
+    logits: tuple[torch.Tensor, ...] = ()
 
 
 @torch.no_grad()
 def seats_generate(model: nn.Module, inputs: dict, config: SeatsConfig | dict | None = None,
-                   max_new_tokens: int = 8, eos_token_ids: tuple[int, ...] = ()) -> GenerationResult:
+                   max_new_tokens: int = 8, eos_token_ids: tuple[int, ...] = (),
+                   unweighted: tuple[str, ...] = ()) -> GenerationResult:
     """Returns greedy tokens after a SEATS prefill, decoding one token at a time with the model's layers.
 
     Generated token t (0-based) gets TMRoPE position max(prompt positions) + 1 + t on all three axes, as the
@@ -167,11 +184,12 @@ def seats_generate(model: nn.Module, inputs: dict, config: SeatsConfig | dict | 
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     adapter = adapter_for(model)
-    encoded = adapter.encode(inputs, config.window_seconds)
+    encoded = _encode(adapter, inputs, config, unweighted)
     cache = adapter.new_cache()
     prefill = seats_decode(adapter, encoded, config, cache)
     real = encoded.attention_mask[None].bool()
     next_position = encoded.position_ids.masked_fill(~real, -1).amax(dim=(0, 2)) + 1
+    step_logits = [prefill.last_logits]
     token = prefill.last_logits.argmax(-1)
     tokens, finished = [token], torch.isin(token, torch.tensor(eos_token_ids, dtype=token.dtype))
     for step in range(1, max_new_tokens):
@@ -182,7 +200,8 @@ def seats_generate(model: nn.Module, inputs: dict, config: SeatsConfig | dict | 
         cos, sin = adapter.rotary(hidden, positions)
         for layer in range(adapter.depth):
             hidden = adapter.run_layer(layer, hidden, None, cos, sin, cache)
-        token = adapter.logits(hidden)[:, -1].argmax(-1)
+        step_logits.append(adapter.logits(hidden)[:, -1])
+        token = step_logits[-1].argmax(-1)
         tokens.append(token)
         finished |= torch.isin(token, torch.tensor(eos_token_ids, dtype=token.dtype))
-    return GenerationResult(torch.stack(tokens, dim=1), prefill, cache)
+    return GenerationResult(torch.stack(tokens, dim=1), prefill, cache, tuple(step_logits))

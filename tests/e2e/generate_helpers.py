@@ -22,9 +22,25 @@ def compiled_copy(model, options: dict):
 
 
 def generate(model, inputs, tokens: int):
+    generated, cache, _ = generate_with_logits(model, inputs, tokens)
+    return generated, cache
+
+
+def generate_with_logits(model, inputs, tokens: int):
+    """Greedy generate(): (new tokens (B, N), the KV cache, N logits (B, V): the ones each token was chosen from)."""
     with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=tokens, do_sample=False, return_dict_in_generate=True)
-    return out.sequences[:, inputs["input_ids"].shape[1]:], out.past_key_values
+        out = model.generate(**inputs, max_new_tokens=tokens, do_sample=False, return_dict_in_generate=True,
+                             output_logits=True)
+    return out.sequences[:, inputs["input_ids"].shape[1]:], out.past_key_values, out.logits
+
+
+def assert_step_logits_match(got, expected, atol: float) -> None:
+    """Every step's (B, V) logits of generate() against the reference's, step by step: the same count, then
+    close values (a wrong decode position or mask moves them long before it flips a greedy token)."""
+    assert len(got) == len(expected), f"{len(got)} steps of logits, the reference has {len(expected)}"
+    for step, (logits, reference) in enumerate(zip(got, expected)):
+        torch.testing.assert_close(logits.float(), reference.float(), atol=atol, rtol=0,
+                                   msg=lambda text, step=step: f"step {step}: {text}")
 
 
 def cache_lengths(cache) -> list[int]:

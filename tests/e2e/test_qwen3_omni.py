@@ -15,7 +15,7 @@ from seats_fx.models.synthetic import (ClipSpec, batch_inputs, synthetic_audio_i
                                        synthetic_image_inputs)
 from seats_fx.reference import seats_forward, seats_generate
 
-from generate_helpers import cache_lengths, compiled_copy, fresh_copy, generate
+from generate_helpers import cache_lengths, compiled_copy, fresh_copy, generate, generate_with_logits
 
 OPTIONS = dict(progressive_drop_layers=(3, 5), late_block_layer=7, inductor=False)
 PROMPTS = {
@@ -62,6 +62,7 @@ def test_backend_matches_reference(tiny_qwen3, name):
     stats = last_stats()
     reference = seats_forward(tiny_qwen3, inputs, dict(OPTIONS, retention=0.2))
     assert stats.pruned, stats.skipped
+    assert len(stats.stage_positions) == len(reference.stages), [r.stage for r in reference.stages]
     for got, expected in zip(stats.stage_positions, reference.stages):
         assert torch.equal(got, expected.kept_positions), f"{expected.stage} after layer {expected.after_layer}"
     assert stats.layer_tokens == [sum(c.values()) for c in reference.layer_counts]
@@ -110,13 +111,14 @@ def test_windows_follow_the_configs_positions_per_second(tiny_qwen3):
     assert not all(torch.equal(a, b) for a, b in zip(last_stats().stage_positions, followed.stage_positions))
 
 
-def test_keep_everything_generate_equals_plain_generate(tiny_qwen3):
+def test_retention_one_generate_is_the_model(tiny_qwen3):
     inputs = PROMPTS["clip-with-audio"](tiny_qwen3.config)
-    model = seats_fx.compile(fresh_copy(tiny_qwen3), dict(retention=1.0, stage3=False, inductor=False))
-    generated, _ = generate(model, inputs, 5)
-    assert last_stats().pruned
-    expected, _ = generate(tiny_qwen3, inputs, 5)
+    model = seats_fx.compile(fresh_copy(tiny_qwen3), dict(retention=1.0, inductor=False))
+    generated, _, logits = generate_with_logits(model, inputs, 16)
+    assert not last_stats().pruned and "every token is kept" in last_stats().skipped
+    expected, _, plain_logits = generate_with_logits(tiny_qwen3, inputs, 16)
     assert generated.tolist() == expected.tolist()
+    assert all(torch.equal(got, want) for got, want in zip(logits, plain_logits))
 
 
 @pytest.mark.slow
@@ -210,6 +212,7 @@ def test_backend_with_inductor_matches_reference(tiny_qwen3):
     stats = last_stats()
     reference = seats_forward(tiny_qwen3, inputs, options)
     assert stats.pruned, stats.skipped
+    assert len(stats.stage_positions) == len(reference.stages), [r.stage for r in reference.stages]
     for got, expected in zip(stats.stage_positions, reference.stages):
         assert torch.equal(got, expected.kept_positions), f"{expected.stage} after layer {expected.after_layer}"
     torch.testing.assert_close(logits[:, reference.kept_positions[0]], reference.logits, atol=1e-4, rtol=0)
