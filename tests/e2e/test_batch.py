@@ -7,10 +7,11 @@ from hypothesis import strategies as st
 
 from seats_fx import SeatsBackend, last_stats
 from seats_fx.models.configs import token_ids_for_vocab
-from seats_fx.models.synthetic import ClipSpec, batch_inputs, synthetic_clip_inputs
+from seats_fx.models.synthetic import (ClipSpec, batch_inputs, synthetic_audio_inputs, synthetic_clip_inputs,
+                                       synthetic_image_inputs)
 from seats_fx.reference import seats_forward, seats_generate
 
-from generate_helpers import compiled_copy, generate
+from generate_helpers import assert_step_logits_match, compiled_copy, generate_with_logits
 
 OPTIONS = [
     dict(progressive_drop_layers=(3, 5), late_block_layer=7, retention=0.2),
@@ -31,33 +32,109 @@ def compiled(model, options):
     return _compiled[key]
 
 
-clip = st.builds(ClipSpec, video_seconds=st.sampled_from([2, 4, 6]), audio_seconds=st.sampled_from([None, 1.0]),
-                 seed=st.integers(0, 10_000))
+# Sample kinds a batch mixes. transformers' use_audio_in_video is one flag for the whole batch, so a video with
+# its audio track ("clip") and a video without one ("video") never share a batch; text-only, image and
+# audio-only samples go with either.
+WITH_AUDIO_IN_VIDEO = ("text", "clip", "image", "audio")
+WITHOUT_AUDIO_IN_VIDEO = ("text", "video", "image", "audio")
 
 
-@settings(max_examples=2)
-@given(options=st.sampled_from(OPTIONS), clips=st.lists(clip, min_size=2, max_size=3),
-       side=st.sampled_from(["left", "right"]))
-def test_each_sample_keeps_what_it_keeps_alone(tiny_thinker, options, clips, side):
-    check_each_sample_alone(tiny_thinker, options, clips, side)
+def sample_inputs(config, kind: str, seconds: int, seed: int) -> dict:
+    """One sample's forward() kwargs of the given kind (seconds: the clip's or the audio's length)."""
+    if kind == "text":
+        ids = torch.randint(0, 900, (1, 12 + seconds), generator=torch.Generator().manual_seed(seed))
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if kind in ("clip", "video"):
+        audio_seconds = None if kind == "clip" else 0  # None: as long as the video
+        return synthetic_clip_inputs(config, ClipSpec(video_seconds=seconds, audio_seconds=audio_seconds, seed=seed))
+    if kind == "image":
+        return synthetic_image_inputs(config, 56 if seconds == 2 else 112, 84, seed=seed)
+    if kind == "audio":
+        return synthetic_audio_inputs(config, float(seconds), seed=seed)
+    raise ValueError(f"unknown sample kind {kind!r}")
+
+
+def mixed_batch(samples: list[dict], pad: int, side: str) -> dict:
+    """Returns one batch of single-sample kwargs of any kinds, laid out as the processor batches them: ids and
+    masks padded on `side`, each media tensor concatenated over the samples that have one (models.synthetic's
+    batch_inputs needs every sample with audio or none)."""
+    if all(("input_features" in s) == ("input_features" in samples[0]) for s in samples):
+        return batch_inputs(samples, pad, side)
+    width = max(s["input_ids"].shape[1] for s in samples)
+    missing = [width - s["input_ids"].shape[1] for s in samples]
+    pads = [(m, 0) if side == "left" else (0, m) for m in missing]
+    pad_to = torch.nn.functional.pad
+    batch = {"input_ids": torch.cat([pad_to(s["input_ids"], p, value=pad) for s, p in zip(samples, pads)]),
+             "attention_mask": torch.cat([pad_to(s["attention_mask"], p, value=0) for s, p in zip(samples, pads)])}
+    for key in ("pixel_values_videos", "video_grid_thw", "video_second_per_grid", "pixel_values", "image_grid_thw",
+                "input_features", "feature_attention_mask"):
+        parts = [s[key] for s in samples if key in s]
+        if parts:
+            batch[key] = torch.cat(parts)
+    if any(s.get("use_audio_in_video") for s in samples):
+        batch["use_audio_in_video"] = True
+    return batch
+
+
+@st.composite
+def batches(draw, kinds=None):
+    """(kinds, seconds, seeds) of a batch of 2-3 samples with at least one holding video or audio."""
+    if kinds is None:
+        family = draw(st.sampled_from([WITH_AUDIO_IN_VIDEO, WITHOUT_AUDIO_IN_VIDEO]))
+        kinds = draw(st.lists(st.sampled_from(family), min_size=2, max_size=3))
+        if all(kind == "text" for kind in kinds):
+            kinds[0] = family[1]
+    seconds = [draw(st.sampled_from([2, 4, 6])) for _ in kinds]
+    seeds = [draw(st.integers(0, 10_000)) for _ in kinds]
+    return list(kinds), seconds, seeds
+
+
+# every option set on every run, each with a mixed corner batch of its own; hypothesis varies lengths,
+# content and the padding side
+CORNER_BATCHES = [
+    pytest.param(OPTIONS[0], ("text", "video", "image"), id="drops-3-5-text-video-image"),
+    pytest.param(OPTIONS[1], ("clip", "text", "audio"), id="no-stage1-clip-text-audio"),
+    pytest.param(OPTIONS[2], ("image", "clip"), id="no-stage3-image-clip"),
+]
+
+
+@pytest.mark.parametrize("options, kinds", CORNER_BATCHES)
+@settings(max_examples=1)
+@given(data=st.data(), side=st.sampled_from(["left", "right"]))
+def test_each_sample_keeps_what_it_keeps_alone(tiny_thinker, options, kinds, data, side):
+    check_each_sample_alone(tiny_thinker, options, data.draw(batches(kinds)), side)
 
 
 @pytest.mark.slow
 @settings(max_examples=25)
-@given(options=st.sampled_from(OPTIONS), clips=st.lists(clip, min_size=2, max_size=4),
-       side=st.sampled_from(["left", "right"]))
-def test_each_sample_keeps_what_it_keeps_alone_wide(tiny_thinker, options, clips, side):
-    check_each_sample_alone(tiny_thinker, options, clips, side)
+@given(options=st.sampled_from(OPTIONS), batch=batches(), side=st.sampled_from(["left", "right"]))
+def test_each_sample_keeps_what_it_keeps_alone_wide(tiny_thinker, options, batch, side):
+    check_each_sample_alone(tiny_thinker, options, batch, side)
 
 
-def check_each_sample_alone(tiny_thinker, options, clips, side):
+def expected_rows(alone, stages, length: int) -> list[torch.Tensor]:
+    """The positions one sample keeps after each stage of the batch, from its reference run alone: a stage the
+    sample skipped alone (no video or audio left for it) keeps what it held."""
+    by_stage = {(record.stage, record.after_layer): record.kept_positions[0] for record in alone.stages}
+    missing = set(by_stage) - {(stage, layer) for stage, layer, _ in stages}
+    assert not missing, f"stages the sample ran alone but not in the batch: {sorted(missing)}"
+    rows, current = [], torch.arange(length)
+    for stage, layer, _ in stages:
+        current = by_stage.get((stage, layer), current)
+        rows.append(current)
+    return rows
+
+
+def check_each_sample_alone(tiny_thinker, options, batch_spec, side):
     options = dict(options, inductor=False)
-    singles = [synthetic_clip_inputs(tiny_thinker.config, c) for c in clips]
-    batch = batch_inputs(singles, pad_id(tiny_thinker), side)
+    kinds, seconds, seeds = batch_spec
+    singles = [sample_inputs(tiny_thinker.config, kind, s, seed) for kind, s, seed in zip(kinds, seconds, seeds)]
+    batch = mixed_batch(singles, pad_id(tiny_thinker), side)
     with torch.no_grad():
         logits = compiled(tiny_thinker, options)(**batch).logits
     stats = last_stats()
     assert stats.pruned, stats.skipped
+    assert len(stats.stage_positions) == len(stats.stages)
     width = batch["input_ids"].shape[1]
     for b, single in enumerate(singles):
         length = single["input_ids"].shape[1]
@@ -66,10 +143,11 @@ def check_each_sample_alone(tiny_thinker, options, clips, side):
         kept = kept[kept >= 0]  # -1: entries that only fill this sample up to the batch's width
         assert bool((batch["attention_mask"][b, kept] == 1).all()), "a padding position was kept"
         alone = seats_forward(tiny_thinker, single, options)
-        assert torch.equal(kept - offset, alone.kept_positions[0])
-        for got, expected in zip(stats.stage_positions, alone.stages):
+        assert torch.equal(kept - offset, alone.kept_positions[0]), kinds[b]
+        for got, expected, (stage, layer, _) in zip(stats.stage_positions, expected_rows(alone, stats.stages, length),
+                                                     stats.stages):
             row = got[b]
-            assert torch.equal(row[row >= 0] - offset, expected.kept_positions[0]), expected.stage
+            assert torch.equal(row[row >= 0] - offset, expected), (kinds[b], stage, layer)
         torch.testing.assert_close(logits[b, kept], alone.logits[0], atol=1e-4, rtol=0)
 
 
@@ -85,11 +163,12 @@ def test_batch_generate_matches_each_sample_alone(tiny_thinker, seconds):
     batch = batch_inputs(singles, pad_id(tiny_thinker))
     model = compiled_copy(tiny_thinker, options)
     model.generation_config.pad_token_id = pad_id(tiny_thinker)
-    generated, cache = generate(model, batch, 5)
+    generated, cache, logits = generate_with_logits(model, batch, 5)
     stats = last_stats()
     assert stats.pruned, stats.skipped
     for b, single in enumerate(singles):
-        alone = seats_generate(tiny_thinker, single, options, max_new_tokens=5).tokens[0]
-        assert generated[b].tolist() == alone.tolist(), f"sample {b}"
+        alone = seats_generate(tiny_thinker, single, options, max_new_tokens=5)
+        assert_step_logits_match([step[b:b + 1] for step in logits], alone.logits, atol=1e-4)
+        assert generated[b].tolist() == alone.tokens[0].tolist(), f"sample {b}"
     widths = {layer.keys.shape[-2] for layer in cache.layers}
     assert len(widths) == 1 if len(set(seconds)) > 1 else len(widths) > 2

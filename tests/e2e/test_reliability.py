@@ -147,6 +147,7 @@ def test_half_precision_models_and_inputs_match_the_reference(tiny_thinker, dtyp
     reference = seats_forward(model, inputs, options)
     assert stats.pruned, stats.skipped
     assert logits.dtype == dtype
+    assert len(stats.stage_positions) == len(reference.stages), (stats.stages, [r.stage for r in reference.stages])
     for got, expected in zip(stats.stage_positions, reference.stages):
         assert torch.equal(got, expected.kept_positions), expected.stage
     torch.testing.assert_close(logits[:, reference.kept_positions[0]], reference.logits, atol=2e-2, rtol=0)
@@ -194,8 +195,9 @@ def test_two_models_with_different_options_interleaved_do_not_cross(tiny_thinker
             with torch.no_grad():
                 model(**clip)
             reference = seats_forward(tiny_thinker, clip, options)
-            assert [torch.equal(a, b.kept_positions) for a, b in zip(last_stats().stage_positions, reference.stages)] \
-                == [True] * len(reference.stages)
+            positions = last_stats().stage_positions
+            assert len(positions) == len(reference.stages)
+            assert all(torch.equal(a, b.kept_positions) for a, b in zip(positions, reference.stages))
     assert SeatsBackend(first).manager.uuid() != SeatsBackend(second).manager.uuid()
 
 
@@ -293,6 +295,7 @@ def check_pipeline(shape, options, clip):
     stats = last_stats()
     reference = seats_forward(model, inputs, options)
     assert stats.pruned, stats.skipped
+    assert len(stats.stage_positions) == len(reference.stages), (stats.stages, [r.stage for r in reference.stages])
     for got, expected in zip(stats.stage_positions, reference.stages):
         assert torch.equal(got, expected.kept_positions), expected.stage
     kept = reference.kept_positions[0]

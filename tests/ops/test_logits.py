@@ -28,3 +28,49 @@ def test_a_non_finite_weight_falls_back_to_the_full_linear():
     expected = F.linear(hidden, weight)  # 0 * inf: NaN in the zero rows
     torch.testing.assert_close(seats_logits(hidden, weight), expected, equal_nan=True)
     assert bool(seats_logits(hidden, weight)[0, 0].isnan().any())
+
+
+class _CountingLinear:
+    """Stands in for torch.nn.functional inside seats_fx.logits: records the rows each linear computes."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+
+    def linear(self, hidden, weight, bias=None):
+        self.rows.append(hidden.reshape(-1, hidden.shape[-1]).shape[0])
+        return F.linear(hidden, weight, bias)
+
+
+def test_the_lm_head_computes_only_the_nonzero_rows(monkeypatch):
+    import seats_fx.logits
+
+    counting = _CountingLinear()
+    monkeypatch.setattr(seats_fx.logits, "F", counting)
+    gen = torch.Generator().manual_seed(3)
+    hidden = torch.randn(2, 9, 16, generator=gen)
+    hidden[0, :5] = 0.0
+    hidden[1, 2:8] = 0.0  # 4 + 3 rows left
+    weight = torch.randn(32, 16, generator=gen)
+    got = seats_logits(hidden, weight)
+    assert counting.rows == [7], counting.rows
+    torch.testing.assert_close(got, F.linear(hidden, weight), rtol=1e-6, atol=1e-5)
+    # nothing to skip: one linear over every row
+    counting.rows.clear()
+    seats_logits(torch.randn(2, 9, 16, generator=gen), weight)
+    assert counting.rows == [18]
+
+
+def test_skipping_zero_rows_reads_the_device_once_and_one_row_not_at_all():
+    from seats_fx.host_reads import HostReadCounter
+
+    hidden = torch.randn(2, 9, 16)
+    hidden[:, 2:7] = 0.0
+    weight = torch.randn(32, 16)
+    seats_logits(hidden, weight)  # the finite-weight check reads once per weight, then is cached
+    with HostReadCounter(where=True) as counts:
+        got = seats_logits(hidden, weight)
+    assert counts.reads == 1, counts.read_sites  # how many rows are kept: the GEMM's size
+    torch.testing.assert_close(got, F.linear(hidden, weight), rtol=1e-6, atol=1e-5)
+    with HostReadCounter(where=True) as counts:
+        seats_logits(hidden[:, -1:], weight)
+    assert counts.reads == 0, counts.read_sites
