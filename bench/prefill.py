@@ -1,5 +1,7 @@
 """Prefill wall time at real width: plain eager, plain Inductor, the eager SEATS reference and
-backend="seats", in one process; selection share, compile times, recompiles over 10 lengths, peak memory.
+backend="seats", in one process; selection share, compile times, recompiles over 10 lengths, peak memory;
+host reads and ops of the seats glue (seats_fx.host_reads), and on CUDA kernel launches and host syncs
+(torch.profiler), the encoder / LLM split and the selection's GPU time (bench.gpu_check's helpers).
 
 The model is a Qwen2.5-Omni thinker whose decoder has the 3B widths (hidden 2048, MLP 11008, 16 heads,
 2 KV heads) and truncated depth, with small random-weight encoders (the encoders are not pruned, and
@@ -21,10 +23,13 @@ from pathlib import Path
 import torch
 from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
+from bench.gpu_check import GlueTimer, launches_and_syncs
+from bench.gpu_check import _encoders as encoder_call
 from bench.measure import first_call_seconds, peak_added_mib, timed_runs
 from bench.methods import METHODS
 from seats_fx import SeatsBackend, last_stats
 from seats_fx.config import SeatsConfig
+from seats_fx.host_reads import counting_glue, total
 from seats_fx.models.configs import TinySpec, tiny_qwen2_5_omni_config
 from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
 from seats_fx.reference import seats_forward
@@ -80,6 +85,35 @@ def timing_row(name: str, timing, **extra) -> dict:
     return {"variant": name, "median_s": timing.median_s, "runs_s": timing.runs_s, **extra}
 
 
+def glue_columns(run) -> dict:
+    """Host reads and dispatcher-level ops of the seats glue in one call (all glue, and the selection part:
+    everything after seats_begin); seats custom ops count once (one kernel on CUDA)."""
+    with counting_glue() as per_glue:
+        run()
+    everything = total(per_glue)
+    selection = total({name: counts for name, counts in per_glue.items() if name != "seats_begin"})
+    return {"glue_host_reads": everything.reads, "glue_ops": everything.launches,
+            "selection_glue_host_reads": selection.reads, "selection_glue_ops": selection.launches}
+
+
+def device_columns(rows: list[dict], runs: dict, model, inputs, repeats: int, device: torch.device, log=print) -> None:
+    """CUDA only: kernel launches and host syncs of one call (torch.profiler), the encoders run alone (eagerly
+    for the eager variants, Inductor-compiled for the compiled ones; LLM = total - encoders), and the GPU
+    time of the seats glue (CUDA events around each glue call)."""
+    log("launches, syncs, encoder / LLM split (CUDA) ...")
+    eager_encoders = encoder_call(model, inputs)
+    compiled_encoders = torch.compile(eager_encoders)
+    compiled_encoders()
+    for row in rows:
+        name = row["variant"]
+        row.update(launches_and_syncs(runs[name], device) or {})
+        encoders = compiled_encoders if name in ("plain Inductor", "backend=seats R=0.1") else eager_encoders
+        row["encoders_s"] = timed_runs(encoders, repeats, device).median_s
+        row["llm_s"] = row["median_s"] - row["encoders_s"]
+        if name == "backend=seats R=0.1":
+            row.update(GlueTimer().measure(runs[name]))
+
+
 def run(layers: int, seconds: int, repeats: int, device: torch.device, log=print) -> dict:
     model = build(layers, device)
     inputs = clip_inputs(model, seconds, device)
@@ -119,7 +153,7 @@ def run(layers: int, seconds: int, repeats: int, device: torch.device, log=print
         stats = last_stats()
         assert stats.pruned, stats.skipped
         rows.append(timing_row("backend=seats R=0.1", timing, selection_s=sorted(shares)[len(shares) // 2],
-                               layer_tokens=stats.layer_tokens))
+                               layer_tokens=stats.layer_tokens, **glue_columns(forward(seats))))
         compile_rows.append({"backend": "seats", "first_call_s": first, "compile_s": first - timing.median_s})
 
         log("eager SEATS reference, SEATS and baselines at R = 0.1 / 0.2 / 0.3 ...")
@@ -146,6 +180,8 @@ def run(layers: int, seconds: int, repeats: int, device: torch.device, log=print
                 "eager SEATS reference R=0.1": lambda: seats_forward(model, inputs, reference_options)}
         for row in rows:
             row["peak_mib"] = peak_added_mib(runs[row["variant"]], device)
+        if device.type == "cuda":
+            device_columns(rows, runs, model, inputs, repeats, device, log)
 
         sweep = recompile_sweep(model, device, seats_options, log)
     return {"device": str(device), "machine": platform.machine(), "threads": torch.get_num_threads(),
@@ -158,11 +194,21 @@ def print_report(result: dict, log=print) -> None:
     inductor = rows["plain Inductor"]["median_s"]
     log(f"\nprefill of {result['counts']['tokens']} tokens, {result['layers']} layers, {result['device']}, "
         f"{result['threads']} threads (median of {result['repeats']})")
-    log(f"{'variant':<30} {'median s':>9} {'vs Inductor':>11} {'peak MiB':>9}")
+    def cell(row, key, fmt):
+        return format(row[key], fmt) if row.get(key) is not None else "-"
+
+    log(f"{'variant':<30} {'median s':>9} {'vs Inductor':>11} {'peak MiB':>9} {'glue reads':>10} {'glue ops':>8} "
+        f"{'launches':>8} {'syncs':>6} {'encoders s':>10} {'LLM s':>7}")
     for r in result["rows"]:
-        peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-"
-        log(f"{r['variant']:<30} {r['median_s']:>9.3f} {inductor / r['median_s']:>10.2f}x {peak:>9}")
+        log(f"{r['variant']:<30} {r['median_s']:>9.3f} {inductor / r['median_s']:>10.2f}x {cell(r, 'peak_mib', '9.0f'):>9} "
+            f"{cell(r, 'glue_host_reads', 'd'):>10} {cell(r, 'glue_ops', 'd'):>8} {cell(r, 'launches', 'd'):>8} "
+            f"{cell(r, 'syncs', 'd'):>6} {cell(r, 'encoders_s', '.3f'):>10} {cell(r, 'llm_s', '.3f'):>7}")
     seats = rows["backend=seats R=0.1"]
+    log(f"seats glue: {seats['glue_host_reads']} host reads, {seats['glue_ops']} ops (selection after seats_begin: "
+        f"{seats['selection_glue_host_reads']} reads, {seats['selection_glue_ops']} ops; custom ops count once)")
+    if seats.get("selection_gpu_s") is not None:
+        log(f"seats on the GPU timeline: selection {seats['selection_s']:.4f} s wall, glue spans "
+            f"{cell(seats, 'selection_gpu_s', '.4f')} s, decoder span {cell(seats, 'decoder_span_s', '.4f')} s")
     log(f"selection glue: {seats['selection_s']:.4f} s = {100 * seats['selection_s'] / seats['median_s']:.1f}% "
         f"of the pruned prefill; layer tokens {seats['layer_tokens']}")
     compile_s = {c["backend"]: c["compile_s"] for c in result["compile"]}

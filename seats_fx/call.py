@@ -11,6 +11,7 @@ import functools
 import logging
 import threading
 import time
+from typing import Callable
 
 import torch
 
@@ -19,8 +20,10 @@ from seats_fx.models.layout import TEXT, build_token_layout
 from seats_fx.ops.budget import AUDIO, VIDEO
 from seats_fx.ops.gather import (KeepIndex, causal_mask, gather_square_mask, gather_tokens, keep_for_samples,
                                  mask_fillers)
-from seats_fx.ops.relevance import encoder_attention_received, text_query_relevance
-from seats_fx.ops.stage_select import stage1_keep_index, stage2_keep_index
+from seats_fx.ops.budget import keep_index_from_mask
+from seats_fx.ops.relevance import encoder_attention_received, last_token_relevance
+from seats_fx.ops.sizes import group_slot, host_table, read_sizes
+from seats_fx.ops.stage_select import stage1_batches, stage1_picks, stage2_select
 from seats_fx.runtime import (EncoderTaps, ModalityTap, PrefillRecord, SeatsStats, prefill_record, set_last_stats,
                               set_prefill_record)
 from seats_fx.stage_plan import StagePlan
@@ -29,29 +32,45 @@ log = logging.getLogger("seats_fx")
 _NAMES = {TEXT: "text", VIDEO: "video", AUDIO: "audio"}
 
 
-def _received(chunks: list[tuple[torch.Tensor, torch.Tensor]], scale: float | None) -> torch.Tensor:
-    """Returns attention received per token over encoder attention chunks of (1, H, n, hd) q and k."""
-    parts = []
-    for query, key in chunks:
-        q, k = query[0].transpose(0, 1), key[0].transpose(0, 1)  # (n, H, hd), as the reference holds them
-        bounds = torch.tensor([0, q.shape[0]])
-        parts.append(encoder_attention_received(q, k, bounds, scale if scale is not None else q.shape[-1] ** -0.5))
-    return torch.cat(parts)
+def _received(chunks, scale: float | None) -> torch.Tensor:
+    """Returns attention received per token over encoder attention chunks of (1, H, n, hd) q and k: one
+    segment per chunk, bounds known on the host from the chunk shapes (no read), all chunks in one call."""
+    chunks = list(chunks)
+    lengths = [query.shape[2] for query, _ in chunks]
+    bounds = [0]
+    for length in lengths:
+        bounds.append(bounds[-1] + length)
+    query = torch.cat([q for q, _ in chunks], dim=2)[0].transpose(0, 1)  # (n, H, hd), as the reference holds it
+    key = torch.cat([k for _, k in chunks], dim=2)[0].transpose(0, 1)
+    return encoder_attention_received(query, key, bounds, scale if scale is not None else query.shape[-1] ** -0.5)
 
 
 _glue_clock = threading.local()
 
 
 def _timed(glue):
-    """Adds the wall time of a glue function to this thread's selection clock (see glue_seconds)."""
+    """Adds the wall time of a glue function to this thread's selection clock (see glue_seconds), and runs
+    it under this thread's glue observer if one is set (seats_fx.host_reads counts host reads and ops)."""
     @functools.wraps(glue)
     def timed(*args, **kwargs):
+        observe = getattr(_glue_clock, "observe", None)
         start = time.perf_counter()
         try:
-            return glue(*args, **kwargs)
+            if observe is None:
+                return glue(*args, **kwargs)
+            with observe(glue.__name__):
+                return glue(*args, **kwargs)
         finally:
             _glue_clock.seconds = getattr(_glue_clock, "seconds", 0.0) + time.perf_counter() - start
     return timed
+
+
+def set_glue_observer(observe):
+    """Sets this thread's glue observer: observe(glue function name) -> a context manager each glue call
+    runs in (None: none). Returns the previous one."""
+    previous = getattr(_glue_clock, "observe", None)
+    _glue_clock.observe = observe
+    return previous
 
 
 def reset_glue_clock() -> None:
@@ -73,8 +92,12 @@ class SeatsCall:
     """One decoder call: the stage plan, the token layout, and the positions currently kept."""
 
     def __init__(self, config: SeatsConfig, adapter, depth: int, tap: ModalityTap | None,
-                 encoder_taps: EncoderTaps | None, positions_per_second: int) -> None:
+                 encoder_taps: EncoderTaps | None, positions_per_second: int,
+                 report: Callable[[str, str], None] | None = None) -> None:
+        """report(reason, kind): told when a prompt is left unpruned, or stage 1 runs on a weaker signal,
+        for a reason that is not the user's choice (the backend warns once per kind, or raises if strict)."""
         self.config = config
+        self.report = report or (lambda reason, kind: log.warning("seats: %s", reason))
         self.adapter = adapter
         self.positions_per_window = int(positions_per_second * config.window_seconds)
         self.plan = StagePlan.resolve(config, depth, adapter.drop_layer_fractions, adapter.late_block_fraction)
@@ -90,6 +113,7 @@ class SeatsCall:
     def begin(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor | None,
               cache: tuple[torch.Tensor, ...] = ()) -> None:
         reason = self._why_not(inputs_embeds)
+        loud = reason is not None  # a tap that does not check out is never the user's choice
         if any(past.numel() for past in cache):
             if prefill_record() is not None:
                 raise RuntimeError("seats: cannot continue a prompt over the pruned KV cache of the last prefill; "
@@ -110,13 +134,15 @@ class SeatsCall:
             self.modality, self.window = layout.modality, layout.window
             if not bool((self.modality != TEXT).any()):
                 reason = "no video or audio tokens in this call"
-            elif self.config.stage1:
-                reason = self._stage1_weights(ids, inputs_embeds)
+            elif self.plan.stage1:
+                self._stage1_weights(ids)
         if reason is not None:
             self.modality = torch.zeros(batch, length, dtype=torch.long, device=inputs_embeds.device)
             self.window = torch.full_like(self.modality, -1)
             self.stats.skipped = reason
             log.info("seats: decoder call not pruned: %s", reason)
+            if loud:
+                self.report(f"prompt left unpruned: {reason}", "unpruned: " + reason.split(" (")[0][:60])
         self.active = reason is None
         self.stats.pruned = self.active
         self.stats.input_counts = _counts(self.modality, self.valid)
@@ -128,6 +154,7 @@ class SeatsCall:
         self.inputs_embeds = inputs_embeds
         self.padded_prompt = not bool(real.all())
         self.next_position = positions.masked_fill(~real[None], -1).amax(dim=(0, 2)) + 1
+        self._read_sizes()
 
     def _why_not(self, inputs_embeds: torch.Tensor) -> str | None:
         if self.tap is None:
@@ -143,51 +170,101 @@ class SeatsCall:
             return "the input_ids seen earlier do not belong to this call's inputs_embeds"
         return None
 
-    def _stage1_weights(self, ids: torch.Tensor, inputs_embeds: torch.Tensor) -> str | None:
-        """Sets self.token_weights (B, L) from the encoder taps; returns why it cannot, or None."""
+    def _stage1_weights(self, ids: torch.Tensor) -> None:
+        """Sets self.token_weights (B, L) from the encoder taps: the attention each media token received in
+        the last layer of its encoder. A modality whose encoder attention this forward did not expose (e.g.
+        generate() encodes video before the compiled prefill) gets uniform weights (max-min diversity
+        without weighting), recorded in last_stats().stage1_signal and reported once."""
         taps = self.encoder_taps or EncoderTaps()
         weights = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
-        audio_ids = self.tap.token_ids.get("audio", ())
-        is_audio = torch.isin(ids, torch.tensor(audio_ids, device=ids.device))
+        is_audio = torch.isin(ids, torch.tensor(self.tap.token_ids.get("audio", ()), device=ids.device))
         if bool(is_audio.any()):
-            if taps.audio_chunks is None or taps.mel_lengths is None:
-                return "stage 1 needs the audio tower's last attention, which no graph of this forward exposed"
-            frames = _received(taps.audio_chunks, taps.audio_scale)
-            audio = self.adapter.audio_token_weights(frames, taps.mel_lengths)
-            if audio.numel() != int(is_audio.sum()):
-                return f"audio tower gave {audio.numel()} token weights for {int(is_audio.sum())} audio tokens"
-            weights[is_audio] = audio
+            weights[is_audio] = self._signal("audio", int(is_audio.sum()), lambda: self._audio_weights(taps))
         groups = [torch.isin(ids, torch.tensor(self.tap.token_ids.get(kind, ()), device=ids.device))
                   for kind in ("image", "video")]
         groups = [g for g in groups if bool(g.any())]
         runs = [r for r in taps.vision_runs if r.chunks is not None][-len(groups):] if groups else []
-        if len(runs) != len(groups):
-            return (f"stage 1 needs {len(groups)} vision-tower runs, this forward exposed {len(runs)} (generate() "
-                    "encodes images and videos outside the compiled forward: compile with seats_fx.compile(model))")
-        for members, run in zip(groups, runs):
-            patches = _received(run.chunks, run.scale)
-            if patches.numel() != int(members.sum()) * self.adapter.spatial_merge_unit:
-                return f"vision tower gave {patches.numel()} patch weights for {int(members.sum())} tokens"
-            weights[members] = self.adapter.vision_token_weights(patches, run.window_index)
+        for index, members in enumerate(groups):
+            run = runs[index] if len(runs) == len(groups) else None
+            weights[members] = self._signal("video", int(members.sum()), lambda: self._vision_weights(run))
         self.token_weights = weights
-        return None
+
+    def _signal(self, modality: str, count: int, tapped: Callable[[], "torch.Tensor | str"]) -> torch.Tensor:
+        """Returns the stage-1 weights of `count` tokens of a modality from its encoder taps, or uniform
+        ones (and reports why) when the taps do not give exactly one weight per token."""
+        weights = tapped()
+        if isinstance(weights, torch.Tensor) and weights.numel() == count:
+            self.stats.stage1_signal.setdefault(modality, "encoder attention")
+            return weights
+        why = weights if isinstance(weights, str) else f"its encoder gave {weights.numel()} weights for {count} tokens"
+        self.stats.stage1_signal[modality] = f"uniform ({why})"
+        self.report(f"stage 1 selected {modality} tokens by max-min diversity without attention weights: {why}; "
+                    "seats_fx.compile(model, options) (or seats_fx.use_fast_encoders(model, stage1_taps=True) before "
+                    "compiling) gives the full method", f"stage-1 signal {modality}")
+        return torch.ones(count, dtype=torch.float32, device=self.tap.input_ids.device)
+
+    def _audio_weights(self, taps: EncoderTaps) -> "torch.Tensor | str":
+        if taps.audio_chunks is None or taps.mel_lengths is None:
+            return "the audio tower's last attention was not seen in this forward"
+        frames = _received(taps.audio_chunks, taps.audio_scale)
+        return self.adapter.audio_token_weights(frames, taps.mel_lengths)
+
+    def _vision_weights(self, run) -> "torch.Tensor | str":
+        if run is None:
+            return ("the vision tower's last attention was not seen in this forward (generate() encodes images "
+                    "and videos before the compiled prefill)")
+        patches = _received(run.chunks, run.scale)
+        if patches.numel() % self.adapter.spatial_merge_unit:
+            return f"the vision tower gave {patches.numel()} patch weights"
+        return self.adapter.vision_token_weights(patches, run.window_index)
 
     # ---- boundaries -------------------------------------------------------------------------------------
-    def _keep(self, stage: str, after_layer: int, kept: list[torch.Tensor]) -> KeepIndex:
-        """Applies per-sample kept positions (real tokens only) to the per-token state; returns the index."""
-        kept = [k[self.valid[b, k] > 0] for b, k in enumerate(kept)]  # padding is never kept
-        keep = keep_for_samples(kept)
-        self.positions = gather_tokens(self.positions, keep.index, 1)
-        self.modality = gather_tokens(self.modality, keep.index, 1)
-        self.window = gather_tokens(self.window, keep.index, 1)
-        self.valid = gather_tokens(self.valid, keep.index, 1)
-        self.filler = keep.filler
+    # After _read_sizes every stage keeps a number of tokens the host knows (ops.sizes, the schedule), so
+    # stage 1, each stage-2 step, stage 3 and finish run with fixed shapes and read no device data; the
+    # per-modality split of a stage-2 step is known on the device only and is read once, in finish.
+    def _read_sizes(self) -> None:
+        """Reads every size the selection needs from the layout, once per prefill (the one host read of
+        the selection): per sample, the real text tokens and the (video, audio) tokens of each window. Also
+        stacks the per-token state each stage gathers with one index: position, modality, window, valid and
+        group slot (ops.sizes.group_slot)."""
+        self.sizes = read_sizes(self.modality, self.window, self.valid)
+        self.video_counts = [s.video for s in self.sizes]
+        self.audio_counts = [s.audio for s in self.sizes]
+        self.num_windows = [s.num_windows for s in self.sizes]
+        self.stats.input_counts = {"text": sum(s.text for s in self.sizes), "video": sum(self.video_counts),
+                                   "audio": sum(self.audio_counts)}
+        self.padded_prompt = any(s.padding for s in self.sizes)
+        self.media_counts = [s.media for s in self.sizes]  # video + audio tokens now in each sample
+        self._has_invalid = self.padded_prompt  # the sequence holds padding or fillers (entries for nothing)
+        self._pending_counts: list[tuple[dict[str, int], torch.Tensor]] = []  # stage counts on the device
+        self._group_counts: list[torch.Tensor | None] = [None] * len(self.sizes)  # (2, W) tokens per group
+        slots = [group_slot(self.modality[b], self.window[b], s.num_windows, self.valid[b])
+                 for b, s in enumerate(self.sizes)]
+        slot = slots[0][None] if len(slots) == 1 else torch.stack(slots)
+        self._set_state(torch.stack([self.positions, self.modality, self.window, self.valid, slot], dim=-1))
+
+    def _set_state(self, state: torch.Tensor) -> None:
+        self._state = state
+        self.positions, self.modality, self.window, self.valid, self.slot = state.unbind(-1)
+
+    def _keep(self, stage: str, after_layer: int, kept: list[torch.Tensor], counts: dict[str, int],
+              device_counts: torch.Tensor | None = None) -> KeepIndex:
+        """Applies per-sample kept positions (sorted, real tokens only, lengths known on the host) to the
+        per-token state; returns the index. device_counts: (2,) video and audio kept, when only the device
+        knows them (read in finish)."""
+        keep = KeepIndex(kept[0][None]) if len(kept) == 1 else keep_for_samples(kept)
+        state = gather_tokens(self._state, keep.index, 1)
         if keep.filler is not None:
-            self.valid = self.valid.masked_fill(keep.filler, 0)
-            self.modality = self.modality.masked_fill(keep.filler, TEXT)
-            self.window = self.window.masked_fill(keep.filler, -1)
-        counts = _counts(self.modality, self.valid)
+            # an entry filling a sample up stands for nothing: invalid text without a window, never kept
+            fill = host_table([[0, TEXT, -1, 0, 2 * w + 1] for w in self.num_windows], state.device)
+            columns = host_table([False, True, True, True, True], state.device, torch.bool)
+            state = torch.where(keep.filler[:, :, None] & columns, fill[:, None, :], state)
+        self._set_state(state)
+        self.filler = keep.filler
+        self._has_invalid = keep.filler is not None
         self.stats.stages.append((stage, after_layer, counts))
+        if device_counts is not None:
+            self._pending_counts.append((counts, device_counts))
         self.stats.stage_positions.append(self._public_positions())
         return keep
 
@@ -197,49 +274,91 @@ class SeatsCall:
 
     def measured(self, first_layer_after: int, hidden: torch.Tensor) -> None:
         """Records the sequence length the layers before a boundary really processed."""
-        self._boundary_lengths.append((first_layer_after, int(hidden.shape[1]), self.valid))
+        self._boundary_lengths.append((first_layer_after, int(hidden.shape[1]), self.valid, self._has_invalid))
 
     def stage1(self, hidden: torch.Tensor) -> KeepIndex:
         levels = {VIDEO: self.plan.video.encoder_level, AUDIO: self.plan.audio.encoder_level}
-        kept = [stage1_keep_index(hidden[b], self.token_weights[b], self.modality[b], self.window[b], levels,
-                                  self.config.stage1_selector, self.config.seed)
-                for b in range(hidden.shape[0])]
-        return self._keep("stage1", 0, kept)
+        kept, counts = [], {"text": 0, "video": 0, "audio": 0}
+        for b, sizes in enumerate(self.sizes):
+            text = self.slot[b] == 2 * sizes.num_windows
+            picks = stage1_picks(hidden[b], self.token_weights[b], self.modality[b], self.window[b], sizes, levels,
+                                 self.config.stage1_selector, self.config.seed, self.slot[b])
+            media = {VIDEO: 0, AUDIO: 0}
+            for _, k, groups in stage1_batches(sizes, levels):
+                for _, kind in groups:
+                    media[kind] += k
+            kept.append(keep_index_from_mask(text.index_fill(0, picks, True), sizes.text + media[VIDEO] + media[AUDIO]))
+            self.media_counts[b] = media[VIDEO] + media[AUDIO]
+            self._group_counts[b] = None
+            counts["text"] += sizes.text
+            counts["video"] += media[VIDEO]
+            counts["audio"] += media[AUDIO]
+        return self._keep("stage1", 0, kept, counts)
 
     def stage2(self, layer_number: int, query: torch.Tensor, key: torch.Tensor, scale) -> KeepIndex:
-        # each sample's query is its last real token (the sequence's last entry unless padded on the right)
-        last = (self.valid > 0).long().cumsum(1).argmax(1)
-        query_row = query.gather(2, last[:, None, None, None].expand(-1, query.shape[1], 1, query.shape[3]))
+        if self._has_invalid:
+            # padding or fillers: each sample's query is its last real token (right padding moves it)
+            last = (self.valid > 0).long().cumsum(1).argmax(1)
+            query_row = query.gather(2, last[:, None, None, None].expand(-1, query.shape[1], 1, query.shape[3]))
+            key_mask = self.valid > 0
+        else:
+            query_row, key_mask = query[:, :, -1:], None
         scale = float(scale) if scale is not None else query.shape[-1] ** -0.5
-        relevance = text_query_relevance(query_row, key, self.valid > 0, scale)
+        relevance = last_token_relevance(query_row, key, key_mask, scale)
         step = self.plan.drop_layers.index(layer_number)
-        kept = []
-        for b in range(query.shape[0]):
-            video_keep, audio_keep = self.plan.stage2_keep(step, self.video_counts[b], self.audio_counts[b])
-            kept.append(stage2_keep_index(relevance[b], self.modality[b], self.window[b], self.num_windows[b],
-                                          video_keep, audio_keep, self.config.window_temperature,
-                                          self.config.stage2_allocation))
-        return self._keep("stage2", layer_number, kept)
+        kept, budgets = [], []
+        for b, sizes in enumerate(self.sizes):
+            video_keep, audio_keep = self.plan.stage2_keep(step, sizes.video, sizes.audio)
+            # a step keeps exactly its budgets: they are the next step's group counts
+            positions, budget = stage2_select(relevance[b], self.slot[b], sizes.num_windows, video_keep, audio_keep,
+                                              self.config.window_temperature, self.config.stage2_allocation,
+                                              sizes.text, self.media_counts[b], self._group_counts[b])
+            kept.append(positions)
+            budgets.append(budget)
+            self._group_counts[b] = budget
+            self.media_counts[b] = min(video_keep + audio_keep, self.media_counts[b])
+        counts = {"text": sum(s.text for s in self.sizes), "video": -1, "audio": -1}  # set in finish
+        if all(budget is not None for budget in budgets):
+            split = budgets[0].sum(1) if len(budgets) == 1 else torch.stack([b.sum(1) for b in budgets]).sum(0)
+            return self._keep("stage2", layer_number, kept, counts, split)
+        keep = self._keep("stage2", layer_number, kept, counts)
+        real = self.valid > 0
+        self._pending_counts.append((counts, torch.stack([((self.modality == kind) & real).sum()
+                                                          for kind in (VIDEO, AUDIO)])))
+        return keep
 
     def stage3(self, layer_number: int) -> KeepIndex:
-        kept = [torch.nonzero(self.modality[b] == TEXT).flatten() for b in range(self.modality.shape[0])]
-        return self._keep("stage3", layer_number - 1, kept)
+        kept = [keep_index_from_mask(self.slot[b] == 2 * s.num_windows, s.text) for b, s in enumerate(self.sizes)]
+        self.media_counts = [0] * len(self.sizes)
+        counts = {"text": sum(s.text for s in self.sizes), "video": 0, "audio": 0}
+        return self._keep("stage3", layer_number - 1, kept, counts)
+
+    def _read_stage_counts(self) -> None:
+        """Fills in the per-modality counts only the device knew (stage-2 splits): one host read, at the end."""
+        if self._pending_counts:
+            values = torch.stack([c for _, c in self._pending_counts]).tolist()
+            for (counts, _), (video, audio) in zip(self._pending_counts, values):
+                counts["video"], counts["audio"] = video, audio
+            self._pending_counts = []
 
     def finish(self, hidden: torch.Tensor) -> torch.Tensor:
         """Returns the final hidden states at full length (rows of pruned tokens are zero); records stats."""
-        self._boundary_lengths.append((self.plan.depth, int(hidden.shape[1]), self.valid))
-        lengths, valid, start = [], [], 0
-        for end, length, entering in self._boundary_lengths:
+        self._boundary_lengths.append((self.plan.depth, int(hidden.shape[1]), self.valid, self._has_invalid))
+        lengths, entering, start, padded = [], [], 0, False
+        for end, length, valid, invalid in self._boundary_lengths:
             lengths += [length] * (end - start)
-            valid += [entering > 0] * (end - start)
+            entering.append((valid, end - start))
+            padded |= invalid and end > start
             start = end
+        if self.active:
+            self._read_stage_counts()
         self.stats.layer_tokens = lengths
         self.stats.layer_counts = self._layer_counts()
         self.stats.kept_positions = self._public_positions()
         set_last_stats(self.stats)
-        padded = any(not bool(v.all()) for v in valid)
-        set_prefill_record(PrefillRecord(self.inputs_embeds.shape[1], lengths, valid if padded else None,
-                                         self.next_position) if self.active else None)
+        valid = [mask for v, layers in entering for mask in [v > 0] * layers] if padded else None
+        set_prefill_record(PrefillRecord(self.inputs_embeds.shape[1], lengths, valid, self.next_position)
+                           if self.active else None)
         length = self.inputs_embeds.shape[1]
         if hidden.shape[1] == length and self.filler is None:
             return hidden
@@ -297,7 +416,7 @@ def seats_select_stage1(call: SeatsCall, hidden):
 @_timed
 def seats_select_stage2(call: SeatsCall, hidden, layer_number: int, query, key, scale=None):
     call.measured(layer_number, hidden)
-    if not call.active or not bool((call.modality != TEXT).any()):
+    if not call.active or not any(call.media_counts):
         return None
     return call.stage2(layer_number, query, key, scale)
 

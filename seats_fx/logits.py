@@ -33,13 +33,22 @@ def _weight_is_finite(weight: torch.Tensor) -> bool:
 
 
 def seats_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Returns F.linear(hidden, weight), computing only rows of `hidden` that are not all zero."""
-    if hidden.dim() < 2:
+    """Returns F.linear(hidden, weight), computing only rows of `hidden` that are not all zero.
+
+    One host read (how many rows are kept, which sizes the GEMM) per call with more than one row per
+    sample; none with one row per sample (generate()'s prefill asks for the last position only), where
+    there is nothing to skip. It comes after the whole decoder is queued, so on CUDA it stalls the launch
+    of the lm_head only, not the decoder."""
+    if hidden.dim() < 2 or hidden.shape[-2] == 1:
         return F.linear(hidden, weight)
-    nonzero = (hidden != 0).any(dim=-1)
+    nonzero = (hidden != 0).any(dim=-1).flatten()
     kept = int(nonzero.sum())
     if kept == nonzero.numel() or not _weight_is_finite(weight):
         return F.linear(hidden, weight)
-    out = hidden.new_zeros(*hidden.shape[:-1], weight.shape[0])
-    out[nonzero] = F.linear(hidden[nonzero], weight)
-    return out
+    # the kept rows in row order (a stable sort puts them first), gathered and scattered back by index:
+    # the same rows and order as boolean-mask indexing, without its two further reads
+    rows = torch.sort(nonzero, descending=True, stable=True).indices[:kept]
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    out = hidden.new_zeros(flat.shape[0], weight.shape[0])
+    out.index_copy_(0, rows, F.linear(flat.index_select(0, rows), weight))
+    return out.view(*hidden.shape[:-1], weight.shape[0])

@@ -42,6 +42,8 @@ class SeatsStats:
     stage_positions: list[torch.Tensor] = field(default_factory=list)
     # wall time of the selection glue between the compiled pieces of this call (seats_fx.call.glue_seconds)
     selection_seconds: float = 0.0
+    # what stage 1 weighted each modality's tokens by: "encoder attention" (the method), or "uniform (why)"
+    stage1_signal: dict[str, str] = field(default_factory=dict)
 
     def mean_fraction(self, modality: str) -> float:
         """Returns the layer-averaged fraction of `modality` tokens processed (1.0 when nothing was pruned)."""
@@ -154,6 +156,19 @@ def record_embedding(input_ids: torch.Tensor, weight: torch.Tensor) -> None:
 def take_modality_tap() -> ModalityTap | None:
     """Returns and clears the tap of the current forward (each decoder call consumes it once)."""
     tap = getattr(_local, "tap", None)
+    _local.tap = None
+    return tap
+
+
+def take_unconsumed_media_tap() -> ModalityTap | None:
+    """Returns (and clears) this forward's tap when it saw a prompt with media tokens that no seats decoder
+    took: the decoder of that forward ran without selection. None otherwise."""
+    tap = getattr(_local, "tap", None)
+    if tap is None or tap.input_ids.shape[-1] < 2 or not tap.token_ids:
+        return None
+    media = [t for modality in ("image", "video", "audio") for t in tap.token_ids.get(modality, ())]
+    if not bool(torch.isin(tap.input_ids, torch.tensor(media, device=tap.input_ids.device)).any()):
+        return None
     _local.tap = None
     return tap
 

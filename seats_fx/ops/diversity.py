@@ -40,16 +40,45 @@ def diversity_select(embeds: torch.Tensor, weights: torch.Tensor, k: int) -> tor
         raise ValueError(f"k must be in [1, {n}] for groups of {n} tokens, got {k}")
     if k == n:
         return torch.arange(n, device=embeds.device).expand(groups, n).clone()
-    distance = weighted_cosine_distance(embeds, weights)
-    eye = torch.eye(n, dtype=torch.bool, device=embeds.device)
+    return torch.sort(greedy_max_min(weighted_cosine_distance(embeds, weights), k), dim=1).values
+
+
+@torch.library.custom_op("seats_fx::greedy_max_min", mutates_args=())
+def greedy_max_min(distance: torch.Tensor, k: int) -> torch.Tensor:
+    """Returns (G, k) picks, in the order picked, of greedy max-min over (G, n, n) distances D[g, s, c]
+    (from a chosen s to a candidate c): first the candidate whose nearest other token is farthest, then
+    k-1 times the candidate farthest from its nearest pick; ties to the lower index. One op at the
+    dispatcher: one Triton kernel (one program per group) on CUDA, a loop of torch ops elsewhere."""
+    return greedy_max_min_torch(distance, k)
+
+
+@greedy_max_min.register_fake
+def _(distance, k):
+    return distance.new_empty(distance.shape[0], k, dtype=torch.long)
+
+
+@greedy_max_min.register_kernel("cuda")
+def _(distance, k):
+    from seats_fx.ops import triton_kernels
+
+    if triton_kernels.usable(distance) and distance.shape[1] <= triton_kernels.MAX_GROUP:
+        return triton_kernels.greedy_max_min(distance, k)
+    return greedy_max_min_torch(distance, k)
+
+
+def greedy_max_min_torch(distance: torch.Tensor, k: int) -> torch.Tensor:
+    """The torch implementation of greedy_max_min: k - 1 steps of a few ops each (the Triton kernel's
+    reference)."""
+    groups, n, _ = distance.shape
+    eye = torch.eye(n, dtype=torch.bool, device=distance.device)
     # nearest-neighbour distance of each candidate c: min over other tokens s of D[s, c]
     nearest = distance.masked_fill(eye, float("inf")).amin(dim=1)
     if n == 1:
         nearest = torch.zeros_like(nearest)
-    chosen = torch.empty(groups, k, dtype=torch.long, device=embeds.device)
+    chosen = torch.empty(groups, k, dtype=torch.long, device=distance.device)
     first = torch.argmax(nearest, dim=1)
     chosen[:, 0] = first
-    taken = torch.zeros(groups, n, dtype=torch.bool, device=embeds.device)
+    taken = torch.zeros(groups, n, dtype=torch.bool, device=distance.device)
     taken.scatter_(1, first.unsqueeze(1), True)
     min_to_chosen = distance.gather(1, first.view(groups, 1, 1).expand(groups, 1, n)).squeeze(1)
     for step in range(1, k):
@@ -58,4 +87,4 @@ def diversity_select(embeds: torch.Tensor, weights: torch.Tensor, k: int) -> tor
         taken.scatter_(1, pick.unsqueeze(1), True)
         row = distance.gather(1, pick.view(groups, 1, 1).expand(groups, 1, n)).squeeze(1)
         min_to_chosen = torch.minimum(min_to_chosen, row)
-    return torch.sort(chosen, dim=1).values
+    return chosen

@@ -26,4 +26,7 @@ def random_select(groups: int, n: int, k: int, generator: torch.Generator,
     """Returns (groups, k) sorted indices drawn without replacement from `generator` (host-side, seeded)."""
     _check(n, k)
     draws = torch.stack([torch.randperm(n, generator=generator)[:k] for _ in range(groups)])
-    return torch.sort(draws, dim=1).values.to(device)
+    picks = torch.sort(draws, dim=1).values
+    if device is None or torch.device(device).type != "cuda":
+        return picks.to(device)
+    return picks.pin_memory().to(device, non_blocking=True)  # a pageable copy would sync the stream

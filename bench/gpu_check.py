@@ -1,0 +1,397 @@
+"""Device check: a Qwen2.5-Omni-7B-shaped thinker with random bf16 weights on a 60 s clip with audio, four
+ways in one process: plain eager, plain Inductor, backend="seats" with Inductor, the eager SEATS reference.
+
+Prints a table and writes JSON: prefill total, encoders and LLM part, selection time, kernel launches and
+host syncs (torch.profiler), host reads and ops of the seats glue (seats_fx.host_reads), peak memory, tokens
+each decoder layer processed, and max |logit diff| of the last position against the reference. Sized for
+<= 6 minutes on one H100 (random-weight init on the GPU, one cold compile per compiled variant, three timed
+runs each); variants that would start past --budget-s are skipped and say so.
+
+How the parts are measured: encoders = the two towers run alone (get_video_features + get_audio_features),
+eagerly for the eager variants and compiled with Inductor for the compiled ones; LLM = total - encoders.
+For backend="seats" the decoder's own span is also measured directly (CUDA events from the first glue call,
+seats_begin, to the last, seats_finish), and selection = the summed GPU-timeline spans of its glue calls.
+The reference times its encode and decode calls separately.
+
+Usage: python -m bench.gpu_check [--tiny] [--seconds 60] [--json bench/results/gpu_check.json]
+  --tiny: an 8-layer tiny thinker and an 8 s clip, on CPU when no GPU is there (proves the script runs).
+Runs on torch 2.11-2.13 with transformers 5.17-5.23 (the stock CUDA image has torch 2.11, transformers 5.17).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+from seats_fx import SeatsBackend, last_stats
+from seats_fx.call import set_glue_observer
+from seats_fx.host_reads import counting_glue, total
+from seats_fx.models.configs import TinySpec, real_qwen2_5_omni_config, tiny_qwen2_5_omni_config
+from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
+from seats_fx.reference import seats_forward
+
+# CUDA runtime / driver calls that launch work, and those that block the host until the GPU catches up
+LAUNCH_EVENTS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx",
+                 "cudaLaunchCooperativeKernel", "cudaGraphLaunch")
+SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+GLUE_RANGE = "seats_glue"
+
+
+def _log(message: str, started: float) -> None:
+    print(f"[{time.perf_counter() - started:6.1f} s] {message}", flush=True)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(run, device: torch.device, repeats: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        run()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def peak_memory_mib(run, device: torch.device) -> float | None:
+    """Peak memory one call adds: the CUDA allocator's peak, or the process's peak RSS on Linux CPUs."""
+    if device.type != "cuda":
+        from bench.measure import peak_added_mib
+
+        return peak_added_mib(run, device)
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    run()
+    synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
+
+
+@contextlib.contextmanager
+def _glue_ranges():
+    """Marks every seats glue call as a profiler range, so launches can be attributed to the glue."""
+    def observe(name):
+        return torch.profiler.record_function(f"{GLUE_RANGE}:{name}")
+
+    previous = set_glue_observer(observe)
+    try:
+        yield
+    finally:
+        set_glue_observer(previous)
+
+
+def launches_and_syncs(run, device: torch.device) -> dict | None:
+    """Returns kernel launches and host syncs of one call under torch.profiler (CUDA only), in all and inside
+    the seats glue."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    synchronize(device)
+    with _glue_ranges(), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        run()
+        synchronize(device)
+    events = prof.events()
+    names = Counter(event.name for event in events)
+
+    def in_glue(event) -> bool:
+        parent = event.cpu_parent
+        while parent is not None:
+            if parent.name.startswith(GLUE_RANGE):
+                return True
+            parent = parent.cpu_parent
+        return False
+
+    glue = Counter(event.name for event in events if event.name in LAUNCH_EVENTS + SYNC_EVENTS and in_glue(event))
+    # the final synchronize() above is ours, not the prefill's
+    return {"launches": sum(names[n] for n in LAUNCH_EVENTS), "syncs": sum(names[n] for n in SYNC_EVENTS) - 1,
+            "glue_launches": sum(glue[n] for n in LAUNCH_EVENTS), "glue_syncs": sum(glue[n] for n in SYNC_EVENTS)}
+
+
+class GlueTimer:
+    """CUDA events around every seats glue call: the GPU-timeline span of each (kernels plus the gaps in
+    which the GPU waited for the host), and the decoder's span from seats_begin to seats_finish."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
+
+    @contextlib.contextmanager
+    def _span(self, name: str):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        try:
+            yield
+        finally:
+            end.record()
+            self.spans.append((name, start, end))
+
+    def measure(self, run) -> dict:
+        self.spans = []
+        previous = set_glue_observer(self._span)
+        try:
+            run()
+        finally:
+            set_glue_observer(previous)
+        torch.cuda.synchronize()
+        selection = sum(start.elapsed_time(end) for name, start, end in self.spans if name != "seats_begin") / 1e3
+        begins = [start for name, start, _ in self.spans if name == "seats_begin"]
+        finishes = [end for name, _, end in self.spans if name == "seats_finish"]
+        decoder = begins[0].elapsed_time(finishes[-1]) / 1e3 if begins and finishes else None
+        begin = sum(start.elapsed_time(end) for name, start, end in self.spans if name == "seats_begin") / 1e3
+        return {"selection_gpu_s": selection, "seats_begin_gpu_s": begin, "decoder_span_s": decoder}
+
+
+def build(tiny: bool, layers: int, device: torch.device, dtype: torch.dtype):
+    config = tiny_qwen2_5_omni_config(TinySpec(num_layers=layers)) if tiny else real_qwen2_5_omni_config("7B")
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # random init straight into bf16 on the device: no fp32 copy of 8B weights
+    try:
+        with torch.device(device):
+            model = Qwen2_5OmniThinkerForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval()
+
+
+def clip_inputs(model, seconds: int, side: int, device: torch.device, dtype: torch.dtype) -> dict:
+    inputs = synthetic_clip_inputs(model.config, ClipSpec(video_seconds=seconds, height=side, width=side))
+    return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) if isinstance(v, torch.Tensor) else v
+            for k, v in inputs.items()}
+
+
+def _encoders(model, inputs):
+    def run():
+        model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+        model.get_audio_features(inputs["input_features"], feature_attention_mask=inputs["feature_attention_mask"])
+    return run
+
+
+def _last_logits(output) -> torch.Tensor:
+    return output.logits[:, -1].float()
+
+
+def run_check(args) -> dict:
+    started = time.perf_counter()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, args.dtype)
+    model = build(args.tiny, args.layers, device, dtype)
+    inputs = clip_inputs(model, args.seconds, args.side, device, dtype)
+    ids = inputs["input_ids"][0]
+    counts = {"tokens": int(ids.numel()), "video": int((ids == model.config.video_token_id).sum()),
+              "audio": int((ids == model.config.audio_token_id).sum())}
+    depth = model.config.text_config.num_hidden_layers
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    _log(f"{name}: {'tiny' if args.tiny else '7B-shaped'} thinker ({depth} layers, {args.dtype}), "
+         f"{args.seconds} s clip: {counts}", started)
+    options = {"retention": args.retention}
+    result = {"device": name, "device_type": device.type, "torch": torch.__version__,
+              "transformers": transformers.__version__, "triton": _triton_version(), "python": sys.version.split()[0],
+              "model": "tiny" if args.tiny else "Qwen2.5-Omni-7B-shaped", "layers": depth, "dtype": args.dtype,
+              "seconds": args.seconds, "counts": counts, "options": options, "variants": []}
+    forward = lambda module: (lambda: _last_logits(module(**inputs, logits_to_keep=1)))  # noqa: E731
+    compiled_encoders = None
+
+    def over_budget(variant: str) -> bool:
+        if time.perf_counter() - started > args.budget_s:
+            result["variants"].append({"variant": variant, "skipped": f"time budget of {args.budget_s} s spent"})
+            _log(f"{variant}: skipped (time budget spent)", started)
+            return True
+        return False
+
+    with torch.inference_mode():
+        # 1. the eager reference: encode and decode timed apart; its logits are what the others are held to
+        _log("eager SEATS reference ...", started)
+        reference = seats_forward(model, inputs, options)
+        reference_logits = reference.last_logits.float()
+        encode_s, decode_s = _reference_split(model, inputs, options, device, args.repeats)
+        total_s, runs = median_seconds(lambda: seats_forward(model, inputs, options), device, args.repeats)
+        result["variants"].append({
+            "variant": "eager SEATS reference", "prefill_s": total_s, "runs_s": runs, "encoders_s": encode_s,
+            "llm_s": decode_s, "selection_s": None, "first_call_s": None,
+            "layer_tokens": [sum(c.values()) for c in reference.layer_counts],
+            "device_counts": launches_and_syncs(lambda: seats_forward(model, inputs, options), device),
+            "peak_mib": peak_memory_mib(lambda: seats_forward(model, inputs, options), device),
+            "max_abs_logit_diff": 0.0})
+
+        # 2. plain eager
+        if not over_budget("plain eager"):
+            _log("plain eager ...", started)
+            run = forward(model)
+            logits = run()
+            encoders, _ = median_seconds(_encoders(model, inputs), device, args.repeats)
+            result["variants"].append(_variant_row("plain eager", run, device, args.repeats, encoders, None,
+                                                   [counts["tokens"]] * depth, logits, reference_logits))
+
+        # 3. plain Inductor (cold compile)
+        if not over_budget("plain Inductor"):
+            _log("plain Inductor (compiling) ...", started)
+            torch._dynamo.reset()
+            inductor = torch.compile(model)
+            run = forward(inductor)
+            first = time.perf_counter()
+            logits = run()
+            synchronize(device)
+            first = time.perf_counter() - first
+            compiled_encoders = torch.compile(_encoders(model, inputs))
+            compiled_encoders()
+            encoders, _ = median_seconds(compiled_encoders, device, args.repeats)
+            row = _variant_row("plain Inductor", run, device, args.repeats, encoders, first,
+                               [counts["tokens"]] * depth, logits, reference_logits)
+            result["variants"].append(row)
+
+        # 4. backend="seats" with Inductor (cold compile)
+        if not over_budget("backend=seats + Inductor"):
+            _log("backend=\"seats\" + Inductor (compiling) ...", started)
+            seats = torch.compile(model, backend=SeatsBackend(options, positions_per_second=int(
+                model.config.position_id_per_seconds)))
+            run = forward(seats)
+            first = time.perf_counter()
+            logits = run()
+            synchronize(device)
+            first = time.perf_counter() - first
+            stats = last_stats()
+            if compiled_encoders is None:
+                compiled_encoders = torch.compile(_encoders(model, inputs))
+                compiled_encoders()
+            encoders, _ = median_seconds(compiled_encoders, device, args.repeats)
+            row = _variant_row("backend=seats + Inductor", run, device, args.repeats, encoders, first,
+                               stats.layer_tokens if stats is not None else None, logits, reference_logits)
+            row["pruned"], row["skipped_reason"] = (stats.pruned, stats.skipped) if stats else (False, "no stats")
+            row["selection_s"] = stats.selection_seconds if stats else None  # host wall time in the glue
+            if device.type == "cuda":
+                row.update(GlueTimer().measure(run))
+            with counting_glue() as per_glue:
+                run()
+            everything = total(per_glue)
+            selection = total({n: c for n, c in per_glue.items() if n != "seats_begin"})
+            row.update({"glue_host_reads": everything.reads, "glue_ops": everything.launches,
+                        "selection_glue_host_reads": selection.reads, "selection_glue_ops": selection.launches,
+                        "glue_reads_by_function": {n: c.reads for n, c in per_glue.items()}})
+            result["variants"].append(row)
+    result["wall_s"] = time.perf_counter() - started
+    result["targets"] = _targets(result)
+    return result
+
+
+def _reference_split(model, inputs, options, device, repeats) -> tuple[float, float]:
+    """Median seconds of the reference's encode (towers, merge, rope index) and decode (stages + layers)."""
+    from seats_fx.config import SeatsConfig
+    from seats_fx.models import adapter_for
+    from seats_fx.reference import seats_decode
+
+    config = SeatsConfig.from_options(options)
+    adapter = adapter_for(model)
+    encode = lambda: adapter.encode(inputs, config.window_seconds)  # noqa: E731
+    encoded = encode()
+    encode_s, _ = median_seconds(encode, device, repeats)
+    decode_s, _ = median_seconds(lambda: seats_decode(adapter, encoded, config), device, repeats)
+    return encode_s, decode_s
+
+
+def _variant_row(name, run, device, repeats, encoders_s, first_call_s, layer_tokens, logits, reference_logits):
+    total_s, runs = median_seconds(run, device, repeats)
+    return {"variant": name, "prefill_s": total_s, "runs_s": runs, "encoders_s": encoders_s,
+            "llm_s": total_s - encoders_s, "selection_s": None, "first_call_s": first_call_s,
+            "layer_tokens": layer_tokens, "device_counts": launches_and_syncs(run, device),
+            "peak_mib": peak_memory_mib(run, device),
+            "max_abs_logit_diff": float((logits - reference_logits).abs().max())}
+
+
+def _triton_version() -> str | None:
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__
+
+
+def _targets(result: dict) -> dict:
+    rows = {r["variant"]: r for r in result["variants"] if "prefill_s" in r}
+    seats, eager = rows.get("backend=seats + Inductor"), rows.get("plain eager")
+    inductor = rows.get("plain Inductor")
+    targets = {}
+    if seats and inductor:
+        targets["llm_speedup_vs_inductor"] = inductor["llm_s"] / seats["llm_s"] if seats["llm_s"] > 0 else None
+        targets["prefill_speedup_vs_inductor"] = inductor["prefill_s"] / seats["prefill_s"]
+    if seats and eager:
+        targets["llm_speedup_vs_eager"] = eager["llm_s"] / seats["llm_s"] if seats["llm_s"] > 0 else None
+        targets["prefill_speedup_vs_eager"] = eager["prefill_s"] / seats["prefill_s"]
+    selection = seats and (seats.get("selection_gpu_s") or seats.get("selection_s"))
+    if selection:
+        targets["selection_share_of_pruned_prefill"] = selection / seats["prefill_s"]
+    if seats and seats.get("decoder_span_s"):
+        targets["decoder_span_s"] = seats["decoder_span_s"]
+    return targets
+
+
+def print_report(result: dict) -> None:
+    print(f"\n{result['device']} ({result['device_type']}), torch {result['torch']}, transformers "
+          f"{result['transformers']}, triton {result['triton']}; {result['model']} {result['layers']} layers "
+          f"{result['dtype']}, {result['seconds']} s clip {result['counts']}, options {result['options']}")
+    header = (f"{'variant':<28} {'prefill s':>9} {'encoders':>9} {'LLM s':>8} {'select s':>9} {'launches':>9} "
+              f"{'syncs':>6} {'peak MiB':>9} {'max|dlogit|':>11} {'compile s':>9}")
+    print(header)
+    for row in result["variants"]:
+        if "skipped" in row:
+            print(f"{row['variant']:<28} skipped: {row['skipped']}")
+            continue
+        dev = row.get("device_counts") or {}
+
+        def cell(value, fmt):
+            width = int(fmt.split(".")[0].rstrip("df") or 0)
+            return format(value, fmt) if value is not None else "-".rjust(width)
+
+        print(f"{row['variant']:<28} {cell(row['prefill_s'], '9.3f')} {cell(row['encoders_s'], '9.3f')} "
+              f"{cell(row['llm_s'], '8.3f')} {cell(row.get('selection_gpu_s', row.get('selection_s')), '9.4f')} "
+              f"{cell(dev.get('launches'), '9d')} {cell(dev.get('syncs'), '6d')} {cell(row['peak_mib'], '9.0f')} "
+              f"{cell(row['max_abs_logit_diff'], '11.4f')} {cell(row.get('first_call_s'), '9.1f')}")
+        if row.get("layer_tokens") is not None:
+            print(f"{'':<28} tokens per layer {row['layer_tokens']}")
+        if "glue_host_reads" in row:
+            print(f"{'':<28} pruned {row['pruned']} ({row['skipped_reason'] or 'ok'}); glue host reads "
+                  f"{row['glue_host_reads']} (selection {row['selection_glue_host_reads']}), glue ops "
+                  f"{row['glue_ops']} (selection {row['selection_glue_ops']}); glue launches "
+                  f"{dev.get('glue_launches', '-')}, glue syncs {dev.get('glue_syncs', '-')}")
+    print(f"targets: {json.dumps(result['targets'])}; wall {result['wall_s']:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny 8-layer thinker, 8 s clip (runs on CPU)")
+    parser.add_argument("--layers", type=int, default=8, help="decoder layers of the --tiny thinker")
+    parser.add_argument("--seconds", type=int, default=None, help="clip length (default 60; --tiny: 8)")
+    parser.add_argument("--side", type=int, default=None, help="frame side in pixels (default 336; --tiny: 112)")
+    parser.add_argument("--retention", type=float, default=0.1)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--budget-s", type=float, default=330.0, help="start no variant after this many seconds")
+    parser.add_argument("--json", type=Path, default=Path("bench/results/gpu_check.json"))
+    args = parser.parse_args(argv)
+    args.seconds = args.seconds or (8 if args.tiny else 60)
+    args.side = args.side or (112 if args.tiny else 336)
+    result = run_check(args)
+    print_report(result)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
