@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench import fidelity, flops, prefill  # noqa: E402
+from bench import accuracy, fidelity, flops, prefill  # noqa: E402
 
 RESULTS = Path("bench/results")
 # targets of issue 5, checked against the measured figures
@@ -159,12 +159,15 @@ def main(argv: list[str] | None = None) -> None:
     timing_args = ["--layers", "2", "--seconds", "4", "--repeats", "1"] if args.quick else []
     timing = prefill.main(timing_args + ["--json", str(out / "prefill.json")])
     fidelity_rows = fidelity.main((["--clips", "2"] if args.quick else []) + ["--json", str(out / "fidelity.json")])
+    # accuracy on the needle task with the trained checkpoint (writes accuracy.{json,md} and its plot)
+    accuracy_result = accuracy.main((["--quick", "--clips", "64"] if args.quick else []) + ["--out", str(out)])
     plot_flops(flops_result["rows"], out / "flops_vs_retention.png")
     plot_time(timing, out / "time_vs_retention.png")
     plot_layers(flops_result["rows"], timing, out / "kept_tokens_per_layer.png")
     (out / "report.json").write_text(json.dumps({"flops": flops_result, "prefill": timing,
-                                                  "fidelity": fidelity_rows}, indent=2))
-    (out / "report.md").write_text(markdown(flops_result, timing, fidelity_rows))
+                                                  "fidelity": fidelity_rows, "accuracy": accuracy_result}, indent=2))
+    (out / "report.md").write_text(markdown(flops_result, timing, fidelity_rows) + "\n"
+                                   + accuracy.markdown(accuracy_result))
     print(f"wrote {out / 'report.md'}, report.json and 3 PNG plots")
 
 
