@@ -160,7 +160,7 @@ def _round_half_even(x):
 
 @triton.jit
 def budgets_kernel(sums, counts, out, windows, sum_row, sum_col, count_row, count_col, video_keep,
-                   audio_keep, total, temperature_bits, LOWER_ON: tl.constexpr, BLOCK_W: tl.constexpr):
+                   audio_keep, total, temperature_bits, BLOCK_W: tl.constexpr):
     # the temperature arrives as the int64 bits of a float64 (a Python float would become a float32)
     temperature = temperature_bits.to(tl.int64).to(tl.float64, bitcast=True)
     lanes = tl.arange(0, BLOCK_W)
@@ -188,10 +188,10 @@ def budgets_kernel(sums, counts, out, windows, sum_row, sum_col, count_row, coun
     video_size = video_count.to(tl.int64)
     audio_size = audio_count.to(tl.int64)
     size = video_size + audio_size
-    if LOWER_ON:  # "at least 1 per window" only when every occupied window can get one
-        lower = (size > 0).to(tl.int64)
-    else:
-        lower = size * 0
+    # "at least 1 per window holding tokens" whenever the total covers every such window (empty windows,
+    # and the lanes past the last window, hold no tokens and do not count)
+    occupied = (size > 0).to(tl.int64)
+    lower = occupied * (_sum(occupied) <= total).to(tl.int64)
     # slots j < max(1, total) exist; a window's free slots are [lower, min(size, columns))
     top = tl.minimum(size, tl.maximum(total, 1))
     free = total - _sum(lower)

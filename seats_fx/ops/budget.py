@@ -53,9 +53,11 @@ def window_modality_budgets(relevance: torch.Tensor, modality: torch.Tensor, win
     candidates (anything else is text and ignored); window ids are in [0, num_windows).
     Inter-window: weight_w = mean over the modalities present of softmax(mean relevance of the modality in
     w / T) (a modality absent everywhere contributes nothing); window budget ~ weight * total, at least 1
-    when the total allows it, at most the window's size. Intra-window: video share w_v*vk / (w_v*vk +
-    w_a*ak), clamped to each side's size, at least one token of each modality present when the budget
-    allows. `total` (default video_keep + audio_keep) caps the sum when fewer candidates are left.
+    for every window holding tokens when the total covers all of them (empty window ids do not count), at
+    most the window's size. Intra-window: video share w_v*vk / (w_v*vk + w_a*ak), clamped to each side's
+    size, at least one token of each modality present when the budget allows. `total` (default video_keep
+    + audio_keep) caps the sum when fewer candidates are left. These are the window budgets only: a step
+    where one modality is absent keeps the plain top-k instead (stage_select.stage2_select).
     """
     slot = torch.where((modality == VIDEO) | (modality == AUDIO),
                        (modality - VIDEO) * num_windows + window.clamp(0, num_windows - 1), 2 * num_windows)
@@ -107,7 +109,6 @@ def _(sums, counts, video_keep, audio_keep, total, temperature):
 def window_budgets_torch(sums: torch.Tensor, counts: torch.Tensor, video_keep: int, audio_keep: int, total: int,
                          temperature: float) -> torch.Tensor:
     """The torch implementation of window_budgets (the reference for the Triton kernel)."""
-    num_windows = sums.shape[1]
     counts = counts.double()
     means = torch.where(counts > 0, sums / counts.clamp_min(1), float("-inf"))
     video_weight = _masked_softmax(means[0], temperature)
@@ -118,9 +119,11 @@ def window_budgets_torch(sums: torch.Tensor, counts: torch.Tensor, video_keep: i
     window_weight = (video_weight + audio_weight) / present.clamp_min(1)
     video_size, audio_size = counts[0].long(), counts[1].long()
     window_size = video_size + audio_size
-    occupied = window_size > 0
-    # "at least 1 per window" only when every occupied window can get one
-    lower = occupied.long() if total >= num_windows else torch.zeros_like(window_size)
+    occupied = (window_size > 0).long()
+    # "at least 1 per window holding tokens" whenever the total covers every such window. Empty window ids
+    # (no tokens from the layout, or none left by earlier steps) do not count: their size caps them at 0.
+    # Decided on the device: after a stage-2 step only the device knows which windows still hold tokens.
+    lower = occupied * (occupied.sum() <= total)
     window_budget = allocate_exact(window_weight * total, lower, window_size, total)
 
     video_claim = video_weight * video_keep

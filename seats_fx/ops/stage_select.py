@@ -115,22 +115,43 @@ def stage2_keep_index(relevance: torch.Tensor, modality: torch.Tensor, window: t
 def stage2_select(relevance: torch.Tensor, slot: torch.Tensor, num_windows: int, video_keep: int, audio_keep: int,
                   temperature: float, allocation: str, text_count: int, media_count: int,
                   counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Returns (sorted kept positions, (2, W) budgets [video; audio] per window, or None for "global") of one
-    stage-2 step, with no host read: every token whose slot is 2W (text) is kept, none whose slot is 2W + 1
-    (padding, fillers), plus the top scorers of each (modality, window) slot (ops.sizes.group_slot).
+    """Returns (sorted kept positions, (2, W) tokens kept per window [video; audio], or None for "global") of
+    one stage-2 step, with no host read: every token whose slot is 2W (text) is kept, none whose slot is
+    2W + 1 (padding, fillers), plus the top scorers of each (modality, window) slot (ops.sizes.group_slot).
     text_count: tokens with slot 2W; media_count: tokens with a (modality, window) slot; counts: (2, W)
     tokens per group when the caller knows them (the previous step's budgets), else counted here.
 
     The step keeps min(video_keep + audio_keep, media_count) media tokens. A modality the schedule keeps
     that has no token left in the sequence passes its share to the other (the total stays host-known).
+    A keep of 0 means the modality is absent from the prompt (the schedule's count for 0 tokens): then, as
+    SEATS.md says, there is nothing to weigh across windows or split between modalities, and the step keeps
+    the plain top-k of the other modality over all windows. That decision is made on the host-known keeps;
+    a modality that lost its last token at an earlier step (only the device knows) still gets window
+    budgets.
     """
+    if allocation not in STAGE2_ALLOCATIONS:
+        raise ValueError(f"stage-2 allocation must be one of {STAGE2_ALLOCATIONS}, got {allocation!r}")
     total = min(video_keep + audio_keep, media_count)
     count = text_count + total
-    if allocation == "global":
-        media_slot = torch.where(slot < 2 * num_windows, 0, slot - 2 * num_windows + 1)
-        return top_per_group(relevance, media_slot, relevance.new_full((1,), total, dtype=torch.long), count), None
-    if allocation != "windows":
-        raise ValueError(f"stage-2 allocation must be one of {STAGE2_ALLOCATIONS}, got {allocation!r}")
+    if allocation == "global" or video_keep == 0 or audio_keep == 0:
+        kept = _top_over_all_media(relevance, slot, num_windows, total, count)
+        return kept, None if allocation == "global" else _kept_per_group(slot, kept, num_windows)
     sums, counted = group_sums(relevance, slot, num_windows, with_counts=counts is None)
     limits = window_budgets(sums, counted if counts is None else counts, video_keep, audio_keep, total, temperature)
     return top_per_slot(relevance, slot, limits, count), limits[:2 * num_windows].view(2, num_windows)
+
+
+def _top_over_all_media(relevance: torch.Tensor, slot: torch.Tensor, num_windows: int, total: int,
+                        count: int) -> torch.Tensor:
+    """Returns the sorted positions of every text token and the `total` most relevant media tokens of the
+    whole sequence, whatever their window or modality (padding and fillers never)."""
+    media_slot = torch.where(slot < 2 * num_windows, 0, slot - 2 * num_windows + 1)
+    return top_per_group(relevance, media_slot, relevance.new_full((1,), total, dtype=torch.long), count)
+
+
+def _kept_per_group(slot: torch.Tensor, kept: torch.Tensor, num_windows: int) -> torch.Tensor:
+    """Returns (2, W) how many of the kept positions fall in each (modality, window) group: the next step's
+    group counts, as the window budgets are when the windows decide."""
+    per_slot = torch.zeros(2 * num_windows + 2, dtype=torch.long, device=slot.device)
+    per_slot.index_add_(0, slot[kept], torch.ones_like(kept))
+    return per_slot[:2 * num_windows].view(2, num_windows)

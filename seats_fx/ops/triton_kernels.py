@@ -150,5 +150,5 @@ def window_budgets(sums: torch.Tensor, counts: torch.Tensor, video_keep: int, au
     block = max(2, _next_power_of_2(max(windows, 1)))
     kernels.budgets_kernel[(1,)](sums, counts, out, windows, sums.stride(0), sums.stride(1), counts.stride(0),
                              counts.stride(1), int(video_keep), int(audio_keep), int(total), _float64_bits(temperature),
-                             LOWER_ON=bool(total >= windows), BLOCK_W=block)
+                             BLOCK_W=block)
     return out

@@ -8,14 +8,21 @@ from seats_fx.ops.gather import causal_mask, gather_square_mask, keep_for_sample
 
 
 @st.composite
-def kept_lists(draw):
-    length = draw(st.integers(1, 30))
-    samples = draw(st.integers(1, 4))
-    kept = []
-    for _ in range(samples):
-        chosen = draw(st.sets(st.integers(0, length - 1), min_size=1, max_size=length))
-        kept.append(torch.tensor(sorted(chosen)))
-    return length, kept
+def kept_lists(draw, ragged: bool = False):
+    """Sorted kept positions of 1-4 samples of one length; ragged: at least two samples keep different
+    counts, so fillers exist."""
+    length = draw(st.integers(2 if ragged else 1, 30))
+    samples = draw(st.integers(2 if ragged else 1, 4))
+    kept = [draw(st.sets(st.integers(0, length - 1), min_size=1, max_size=length)) for _ in range(samples)]
+    if ragged and len({len(chosen) for chosen in kept}) == 1:
+        # every sample keeps as many: the first keeps one less (or, keeping just one, one more)
+        first = set(kept[0])
+        if len(first) > 1:
+            first.discard(draw(st.sampled_from(sorted(first))))
+        else:
+            first.add(draw(st.sampled_from(sorted(set(range(length)) - first))))
+        kept[0] = first
+    return length, [torch.tensor(sorted(chosen)) for chosen in kept]
 
 
 @settings(max_examples=150)
@@ -35,12 +42,11 @@ def test_fillers_pad_at_the_front_and_rows_keep_their_positions(case):
 
 
 @settings(max_examples=150)
-@given(kept_lists(), st.booleans())
+@given(kept_lists(ragged=True), st.booleans())
 def test_masked_fillers_are_never_attended_and_rows_stay_finite(case, as_float):
     length, kept = case
     keep = keep_for_samples(kept)
-    if keep.filler is None:
-        return
+    assert keep.filler is not None and bool(keep.filler.any()), [k.numel() for k in kept]
     mask = gather_square_mask(causal_mask(len(kept), length, "cpu"), keep.index)
     if as_float:
         mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)

@@ -5,7 +5,8 @@ from hypothesis import strategies as st
 from seats_fx.ops.budget import AUDIO, VIDEO
 from seats_fx.ops.schedule import count_at_level
 from seats_fx.ops.sampling import uniform_select
-from seats_fx.ops.stage_select import STAGE1_SELECTORS, stage1_keep_index, stage2_keep_index
+from seats_fx.ops.sizes import group_slot
+from seats_fx.ops.stage_select import STAGE1_SELECTORS, stage1_keep_index, stage2_keep_index, stage2_select
 
 TEXT = 0
 
@@ -124,3 +125,27 @@ def test_global_allocation_keeps_the_top_scorers_of_all_media(layout, video_frac
     assert bool(kept_mask[~media].all()) and int((kept_mask & media).sum()) == vk + ak
     if bool((media & ~kept_mask).any()) and bool((media & kept_mask).any()):
         assert relevance[media & kept_mask].min() > relevance[media & ~kept_mask].max()
+
+
+@settings(max_examples=50)
+@given(layouts(), st.floats(0.0, 1.0), st.sampled_from([VIDEO, AUDIO]))
+def test_stage2_with_one_modality_in_the_prompt_keeps_its_top_k_and_reports_the_kept_groups(layout, fraction,
+                                                                                           present):
+    """A prompt with one non-text modality (the other's keep is 0): the step keeps that modality's top-k over
+    all windows, and the (2, W) budgets it returns are the tokens it kept per group (the next step's counts)."""
+    modality, window, windows, seed = layout
+    modality = torch.where(modality == TEXT, TEXT, present)
+    relevance = torch.randperm(len(modality), generator=torch.Generator().manual_seed(seed)).double()  # no ties
+    media = modality != TEXT
+    keep = count_at_level(fraction, int(media.sum()))
+    video_keep, audio_keep = (keep, 0) if present == VIDEO else (0, keep)
+    slot = group_slot(modality, window.clamp_min(0), windows)
+    kept, budgets = stage2_select(relevance, slot, windows, video_keep, audio_keep, 0.1, "windows",
+                                  int((~media).sum()), int(media.sum()))
+    positions = torch.arange(len(modality))
+    expected = sorted(positions[~media].tolist() + positions[media][torch.argsort(relevance[media],
+                                                                                  descending=True)[:keep]].tolist())
+    assert kept.tolist() == expected
+    per_group = [[sum(1 for i in expected if int(modality[i]) == kind and int(window[i]) == w)
+                  for w in range(windows)] for kind in (VIDEO, AUDIO)]
+    assert budgets.tolist() == per_group

@@ -182,6 +182,18 @@ def test_budget_kernel_on_relevance_of_a_real_layout():
         check_budgets((sums, counted, video_keep, audio_keep, video_keep + audio_keep, 0.1))
 
 
+def test_budget_kernel_with_empty_windows_and_a_total_below_the_window_count():
+    """Windows 1, 2 and 4 of 5 hold nothing; totals of 2 to 5 cover the 2 occupied windows (but not all 5
+    ids): each occupied window gets one token at least, in the kernel as in the torch ops."""
+    counts = torch.tensor([[3, 0, 0, 2, 0], [3, 0, 0, 0, 0]], dtype=torch.float64)
+    sums = counts * torch.tensor([[0.2, 0, 0, 0.9, 0], [0.3, 0, 0, 0, 0]], dtype=torch.float64)
+    for video_keep, audio_keep in ((1, 1), (1, 2), (2, 2), (3, 2)):
+        case = (sums, counts, video_keep, audio_keep, video_keep + audio_keep, 0.1)
+        check_budgets(case)
+        occupied_budgets = window_budgets_torch(*case)[:10].view(2, 5).sum(0)[[0, 3]]
+        assert bool((occupied_budgets >= 1).all()), occupied_budgets
+
+
 # ---- no triton, no kernels -----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_the_package_runs_its_ops_without_triton():
