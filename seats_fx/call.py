@@ -11,6 +11,7 @@ import functools
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -22,14 +23,13 @@ from seats_fx.ops.gather import (KeepIndex, causal_mask, gather_square_mask, gat
                                  mask_fillers)
 from seats_fx.ops.budget import keep_index_from_mask
 from seats_fx.ops.relevance import encoder_attention_received, last_token_relevance
-from seats_fx.ops.sizes import group_slot, host_table, read_sizes
+from seats_fx.ops.sizes import SampleSizes, group_slot, host_table, read_sizes_and
 from seats_fx.ops.stage_select import stage1_batches, stage1_picks, stage2_select
 from seats_fx.runtime import (EncoderTaps, ModalityTap, PrefillRecord, SeatsStats, prefill_record, set_last_stats,
                               set_prefill_record)
 from seats_fx.stage_plan import StagePlan
 
 log = logging.getLogger("seats_fx")
-_NAMES = {TEXT: "text", VIDEO: "video", AUDIO: "audio"}
 
 
 def _received(chunks, scale: float | None) -> torch.Tensor:
@@ -83,9 +83,55 @@ def glue_seconds() -> float:
     return getattr(_glue_clock, "seconds", 0.0)
 
 
-def _counts(modality: torch.Tensor, valid: torch.Tensor) -> dict[str, int]:
-    real = valid > 0
-    return {name: int(((modality == code) & real).sum()) for code, name in _NAMES.items()}
+_PLACEHOLDER_KINDS = ("audio", "image", "video")  # placeholder token kinds, in the order stage-1 weights use
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What begin's one read told the host besides the layout sizes."""
+
+    embeds_mismatched: bool  # some text token's embedding differs from inputs_embeds
+    tokens: dict[str, int]  # placeholder tokens of each kind in the batch (padding included)
+    mel_lengths: list[int] | None  # mel frames per audio of the audio tower's input, when it was tapped
+
+
+@dataclass(frozen=True)
+class _DeviceChecks:
+    """Checks and counts of a call computed on the device before begin's one read: values (1-D long) go
+    with the layout sizes in one transfer; read() turns them back into a _Seen."""
+
+    values: torch.Tensor
+    members: torch.Tensor  # (3, B, L) bool: placeholder tokens of each _PLACEHOLDER_KINDS kind
+    audios: int  # how many mel lengths follow the counts (0: the audio tower was not tapped)
+
+    @staticmethod
+    def of(call: "SeatsCall", inputs_embeds: torch.Tensor) -> "_DeviceChecks":
+        tap, ids = call.tap, call.tap.input_ids
+        kinds = [tuple(tap.token_ids.get(kind, ())) for kind in _PLACEHOLDER_KINDS]
+        if set(tap.token_ids) <= set(_PLACEHOLDER_KINDS) and all(len(k) <= 1 for k in kinds):
+            # one placeholder id per kind (every released checkpoint): all kinds in one comparison
+            table = host_table([k[0] if k else -1 for k in kinds], ids.device, ids.dtype)
+            members = ids[None] == table[:, None, None]
+            placeholder = members.any(0)
+        else:
+            members = torch.stack([torch.isin(ids, host_table(list(k) or [-1], ids.device, ids.dtype))
+                                   for k in kinds])
+            every = [t for ids_ in tap.token_ids.values() for t in ids_]
+            placeholder = torch.isin(ids, host_table(every or [-1], ids.device, ids.dtype))
+        # text tokens whose embedding differs from inputs_embeds (exact, as torch.equal: NaN differs)
+        differs = (inputs_embeds != tap.embed_weight[ids].to(inputs_embeds.dtype)).any(-1)
+        mismatched = (differs > placeholder).sum()[None]  # differs and is text
+        parts = [mismatched, members.sum((1, 2))]
+        taps = call.encoder_taps
+        mel = taps.mel_lengths if taps is not None and call.plan.stage1 else None
+        if mel is not None:
+            parts.append(mel.reshape(-1).long())
+        return _DeviceChecks(torch.cat(parts), members, 0 if mel is None else mel.numel())
+
+    def read(self, values: list[int]) -> _Seen:
+        kinds = len(_PLACEHOLDER_KINDS)
+        return _Seen(bool(values[0]), dict(zip(_PLACEHOLDER_KINDS, values[1:1 + kinds])),
+                     values[1 + kinds:1 + kinds + self.audios] if self.audios else None)
 
 
 class SeatsCall:
@@ -110,6 +156,9 @@ class SeatsCall:
         self._boundary_lengths: list[tuple[int, int, torch.Tensor]] = []
 
     # ---- start: layout from the tap, checked against this call's inputs ------------------------------
+    # begin reads the device once: the layout sizes (_read_sizes), with the checks and counts that need
+    # device data (input_ids against inputs_embeds, tokens per placeholder kind, the audio mel lengths) in
+    # the same transfer; the checks' errors and reasons are decided from those host values afterwards.
     def begin(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor | None,
               cache: tuple[torch.Tensor, ...] = ()) -> None:
         reason = self._why_not(inputs_embeds)
@@ -122,41 +171,53 @@ class SeatsCall:
             reason = reason or "the KV cache already holds tokens (a continued prompt): only a prefill is pruned"
 
         batch, length = inputs_embeds.shape[:2]
+        device = inputs_embeds.device
         # the padding mask also covers cached tokens when a cache is continued: this call's are the last
-        self.valid = torch.ones(batch, length, dtype=torch.long, device=inputs_embeds.device) \
+        self.valid = torch.ones(batch, length, dtype=torch.long, device=device) \
             if attention_mask is None else attention_mask[:, -length:].long()
-        self.positions = torch.arange(length, device=inputs_embeds.device).expand(batch, length)
+        self.positions = torch.arange(length, device=device).expand(batch, length)
+        self.filler: torch.Tensor | None = None  # (B, K): entries that only fill a sample up to width K
+        self.inputs_embeds = inputs_embeds
+        checks = None
         if reason is None:
             ids = self.tap.input_ids
             layout = build_token_layout(ids, positions[0], self.valid, self.tap.token_ids.get("video", ()),
                                         self.tap.token_ids.get("audio", ()), self.tap.token_ids.get("image", ()),
                                         self.positions_per_window)
             self.modality, self.window = layout.modality, layout.window
-            if not bool((self.modality != TEXT).any()):
+            checks = _DeviceChecks.of(self, inputs_embeds)
+        else:
+            self._text_only_layout(batch, length, device)
+        read = self._read_sizes(None if checks is None else checks.values)
+        # the position after each sample's last real token (where decoding goes on)
+        kept = positions if not self.padded_prompt else positions.masked_fill(self.valid[None] <= 0, -1)
+        self.next_position = kept.amax(dim=(0, 2)) + 1
+        if reason is None:
+            seen = checks.read(read)
+            if seen.embeds_mismatched:
+                reason, loud = "the input_ids seen earlier do not belong to this call's inputs_embeds", True
+            elif not any(s.media for s in self.sizes):
                 reason = "no video or audio tokens in this call"
             elif self.plan.stage1:
-                self._stage1_weights(ids)
+                self._stage1_weights(checks.members, seen)
+            if reason is not None:
+                self._text_only_layout(batch, length, device)
+                self._set_sizes([SampleSizes(s.text + s.media, (), s.padding) for s in self.sizes])
         if reason is not None:
-            self.modality = torch.zeros(batch, length, dtype=torch.long, device=inputs_embeds.device)
-            self.window = torch.full_like(self.modality, -1)
             self.stats.skipped = reason
             log.info("seats: decoder call not pruned: %s", reason)
             if loud:
                 self.report(f"prompt left unpruned: {reason}", "unpruned: " + reason.split(" (")[0][:60])
         self.active = reason is None
         self.stats.pruned = self.active
-        self.stats.input_counts = _counts(self.modality, self.valid)
-        real = self.valid > 0
-        self.video_counts = [int(n) for n in ((self.modality == VIDEO) & real).sum(1)]
-        self.audio_counts = [int(n) for n in ((self.modality == AUDIO) & real).sum(1)]
-        self.num_windows = [int(n) + 1 for n in self.window.amax(1)]
-        self.filler: torch.Tensor | None = None  # (B, K): entries that only fill a sample up to width K
-        self.inputs_embeds = inputs_embeds
-        self.padded_prompt = not bool(real.all())
-        self.next_position = positions.masked_fill(~real[None], -1).amax(dim=(0, 2)) + 1
-        self._read_sizes()
+
+    def _text_only_layout(self, batch: int, length: int, device: torch.device) -> None:
+        self.modality = torch.zeros(batch, length, dtype=torch.long, device=device)
+        self.window = torch.full_like(self.modality, -1)
 
     def _why_not(self, inputs_embeds: torch.Tensor) -> str | None:
+        """Returns why this call cannot be pruned from what the host knows (None: nothing yet); the check
+        of the input_ids' embeddings against inputs_embeds needs device data (_DeviceChecks, read once)."""
         if self.tap is None:
             return "no graph of this forward saw input_ids (inputs_embeds passed directly?)"
         ids = self.tap.input_ids
@@ -164,30 +225,39 @@ class SeatsCall:
             return f"input_ids {tuple(ids.shape)} seen earlier do not match inputs_embeds {tuple(inputs_embeds.shape)}"
         if self.tap.embed_weight is None:
             return "no embedding lookup of these input_ids was seen, so they cannot be checked against inputs_embeds"
-        placeholder_ids = [t for ids_ in self.tap.token_ids.values() for t in ids_]
-        text = ~torch.isin(ids, torch.tensor(placeholder_ids, device=ids.device, dtype=ids.dtype))
-        if not torch.equal(inputs_embeds[text], self.tap.embed_weight[ids[text]].to(inputs_embeds.dtype)):
-            return "the input_ids seen earlier do not belong to this call's inputs_embeds"
+        width, expected = inputs_embeds.shape[-1], self.tap.embed_weight.shape[-1]
+        if width != expected:
+            return (f"the input_ids seen earlier do not belong to this call's inputs_embeds (their embedding has "
+                    f"width {expected}, inputs_embeds {width})")
         return None
 
-    def _stage1_weights(self, ids: torch.Tensor) -> None:
+    def _stage1_weights(self, members: torch.Tensor, seen: "_Seen") -> None:
         """Sets self.token_weights (B, L) from the encoder taps: the attention each media token received in
         the last layer of its encoder. A modality whose encoder attention this forward did not expose (e.g.
         generate() encodes video before the compiled prefill) gets uniform weights (max-min diversity
-        without weighting), recorded in last_stats().stage1_signal and reported once."""
+        without weighting), recorded in last_stats().stage1_signal and reported once.
+
+        members: (3, B, L) placeholder tokens of each kind (audio, image, video); the encoders give one
+        weight per token of a kind, in row-major order: the k-th token of a kind takes its k-th weight,
+        placed with index arithmetic (counts known on the host), not boolean-mask assignment."""
         taps = self.encoder_taps or EncoderTaps()
-        weights = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
-        is_audio = torch.isin(ids, torch.tensor(self.tap.token_ids.get("audio", ()), device=ids.device))
-        if bool(is_audio.any()):
-            weights[is_audio] = self._signal("audio", int(is_audio.sum()), lambda: self._audio_weights(taps))
-        groups = [torch.isin(ids, torch.tensor(self.tap.token_ids.get(kind, ()), device=ids.device))
-                  for kind in ("image", "video")]
-        groups = [g for g in groups if bool(g.any())]
+        values = []
+        if seen.tokens["audio"]:
+            values.append(self._signal("audio", seen.tokens["audio"],
+                                       lambda: self._audio_weights(taps, seen.mel_lengths)))
+        groups = [kind for kind in ("image", "video") if seen.tokens[kind]]
         runs = [r for r in taps.vision_runs if r.chunks is not None][-len(groups):] if groups else []
-        for index, members in enumerate(groups):
+        for index, kind in enumerate(groups):
             run = runs[index] if len(runs) == len(groups) else None
-            weights[members] = self._signal("video", int(members.sum()), lambda: self._vision_weights(run))
-        self.token_weights = weights
+            values.append(self._signal("video", seen.tokens[kind], lambda: self._vision_weights(run)))
+        # entry 0 is the weight of every other token; a kind's weights follow those of the kinds before it.
+        # Counting the members kind after kind (one cumsum over the flattened (3, B*L) masks) numbers the
+        # k-th token of a kind with its table entry; members are disjoint, so the sum over kinds keeps each
+        # token's own number (0 for text)
+        table = torch.cat([values[0].new_zeros(1)] + [v.float() for v in values])
+        flat = members.flatten(1)
+        index = (flat.flatten().cumsum(0).view(flat.shape) * flat).sum(0)
+        self.token_weights = table[index].view(members.shape[1:])
 
     def _signal(self, modality: str, count: int, tapped: Callable[[], "torch.Tensor | str"]) -> torch.Tensor:
         """Returns the stage-1 weights of `count` tokens of a modality from its encoder taps, or uniform
@@ -203,11 +273,11 @@ class SeatsCall:
                     "compiling) gives the full method", f"stage-1 signal {modality}")
         return torch.ones(count, dtype=torch.float32, device=self.tap.input_ids.device)
 
-    def _audio_weights(self, taps: EncoderTaps) -> "torch.Tensor | str":
-        if taps.audio_chunks is None or taps.mel_lengths is None:
+    def _audio_weights(self, taps: EncoderTaps, mel_lengths: list[int] | None) -> "torch.Tensor | str":
+        if taps.audio_chunks is None or mel_lengths is None:
             return "the audio tower's last attention was not seen in this forward"
         frames = _received(taps.audio_chunks, taps.audio_scale)
-        return self.adapter.audio_token_weights(frames, taps.mel_lengths)
+        return self.adapter.audio_token_weights(frames, mel_lengths)
 
     def _vision_weights(self, run) -> "torch.Tensor | str":
         if run is None:
@@ -222,12 +292,18 @@ class SeatsCall:
     # After _read_sizes every stage keeps a number of tokens the host knows (ops.sizes, the schedule), so
     # stage 1, each stage-2 step, stage 3 and finish run with fixed shapes and read no device data; the
     # per-modality split of a stage-2 step is known on the device only and is read once, in finish.
-    def _read_sizes(self) -> None:
-        """Reads every size the selection needs from the layout, once per prefill (the one host read of
-        the selection): per sample, the real text tokens and the (video, audio) tokens of each window. Also
-        stacks the per-token state each stage gathers with one index: position, modality, window, valid and
-        group slot (ops.sizes.group_slot)."""
-        self.sizes = read_sizes(self.modality, self.window, self.valid)
+    def _read_sizes(self, extra: torch.Tensor | None = None) -> list[int]:
+        """Reads every size the selection needs from the layout, once per prefill (begin's one host read):
+        per sample, the real text tokens and the (video, audio) tokens of each window; `extra` (1-D, integer)
+        travels in the same transfer and its values are returned."""
+        sizes, values = read_sizes_and(self.modality, self.window, self.valid, extra)
+        self._set_sizes(sizes)
+        return values
+
+    def _set_sizes(self, sizes: list[SampleSizes]) -> None:
+        """Sets the host-known counts of the layout, and stacks the per-token state each stage gathers with
+        one index: position, modality, window, valid and group slot (ops.sizes.group_slot)."""
+        self.sizes = sizes
         self.video_counts = [s.video for s in self.sizes]
         self.audio_counts = [s.audio for s in self.sizes]
         self.num_windows = [s.num_windows for s in self.sizes]

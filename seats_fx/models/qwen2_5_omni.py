@@ -8,6 +8,7 @@ from transformers.vision_utils import get_vision_window_index
 
 from seats_fx.models.thinker import CapturedInputs, EncodedPrompt, ThinkerAdapter, capture_inputs, concatenated
 from seats_fx.ops.relevance import encoder_attention_received
+from seats_fx.ops.sizes import host_table
 
 # Authors' defaults for the 28-layer 7B model (drops after layers 16, 18, 20; text only from layer 24),
 # kept as depth fractions so other depths (3B: 36 layers) scale with them.
@@ -97,7 +98,23 @@ class Qwen2_5OmniAdapter(ThinkerAdapter):
         return self.vision_token_weights(received, window_index)
 
 
-def _pool_pairs(frame_weights: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
-    """Mean over the frame pairs the audio tower's stride-2 average pooling merges (get_pool_indices)."""
-    pool = hf.get_pool_indices(mel_lengths)
-    return (frame_weights[pool] + frame_weights[pool + 1]) / 2
+def _pool_pairs(frame_weights: torch.Tensor, mel_lengths: "torch.Tensor | list[int]") -> torch.Tensor:
+    """Mean over the frame pairs the audio tower's stride-2 average pooling merges (get_pool_indices).
+    mel_lengths as host ints (the backend's glue reads them with the layout) builds the pair index on the
+    host, so no device data is read here; as a tensor, transformers' get_pool_indices reads it."""
+    if isinstance(mel_lengths, torch.Tensor):
+        pool = hf.get_pool_indices(mel_lengths)
+        return (frame_weights[pool] + frame_weights[pool + 1]) / 2
+    pairs = host_table(_pool_pair_index(mel_lengths), frame_weights.device)
+    return frame_weights[pairs].view(-1, 2).mean(1)  # equal to (a + b) / 2: a sum of two, halved exactly
+
+
+def _pool_pair_index(mel_lengths: list[int]) -> list[int]:
+    """Returns [first, second] frame index of every pair the audio tower pools, in order: per audio,
+    (mel - 1) // 2 + 1 frames after its stride-2 convolution, of which the first 2 * (frames // 2) pool."""
+    index, offset = [], 0
+    for mel in mel_lengths:
+        frames = (mel - 1) // 2 + 1
+        index += range(offset, offset + 2 * ((frames - 2) // 2 + 1))
+        offset += frames
+    return index

@@ -51,7 +51,9 @@ def group_slot(modality: torch.Tensor, window: torch.Tensor, num_windows: int,
     """Returns the group slot of each token: (modality - 1) * W + window for video/audio tokens (video slots
     0..W-1, audio W..2W-1), 2W for text, and 2W + 1 where `valid` is 0 (padding and entries that only fill
     a sample up, which no stage keeps). Works on any leading shape."""
-    slot = torch.where(modality != TEXT, (modality - VIDEO) * num_windows + window, 2 * num_windows)
+    # window + (modality - 1) * W in two ops (add with alpha); text overwritten by a fill, not a where with
+    # a scalar (on a GPU a where allocates and fills the scalar as a tensor first: one more launch)
+    slot = torch.add(window, modality - VIDEO, alpha=num_windows).masked_fill(modality == TEXT, 2 * num_windows)
     return slot if valid is None else slot.masked_fill(valid <= 0, 2 * num_windows + 1)
 
 
@@ -59,34 +61,44 @@ def read_sizes(modality: torch.Tensor, window: torch.Tensor, valid: torch.Tensor
                ) -> list[SampleSizes]:
     """Returns the SampleSizes of every sample of (B, L) layout tensors with ONE host read.
 
-    modality: TEXT / VIDEO / AUDIO (padding is TEXT); window: id per media token, -1 for text; valid: 1 for
-    real tokens (None: all real). Counts go into slots 2*window + (modality - 1) of a (B, 2L + 3) tensor,
-    with the text and padding counts in front, so the transfer has a size the host already knows.
+    modality: TEXT / VIDEO / AUDIO; window: id per media token; valid: 1 for real tokens (None: all real).
+    Text and padding tokens must have modality TEXT and window -1 (as build_token_layout gives them).
     """
-    return _read_sizes(modality, window, valid, modality.shape[1])
+    return read_sizes_and(modality, window, valid)[0]
 
 
-def _read_sizes(modality, window, valid, max_windows: int) -> list[SampleSizes]:
-    batch = modality.shape[0]
-    real = torch.ones_like(modality, dtype=torch.bool) if valid is None else valid > 0
-    media = (modality != TEXT) & real
-    # a window holds >= 1 token in the usual layouts, so ids stay below L; a larger id (empty windows between
-    # sparse frames) lands in the spare last slot, and the read is redone at the exact width
-    slot = torch.where(media & (window < max_windows), window * 2 + modality - VIDEO, 2 * max_windows)
-    summary = torch.zeros(batch, 2 * max_windows + 3, dtype=torch.long, device=modality.device)
-    summary[:, 2:].scatter_add_(1, slot, media.long())
-    summary[:, 0] = ((modality == TEXT) & real).sum(1)
-    summary[:, 1] = (~real).sum(1)
-    rows = summary.tolist()  # the one host read
+def read_sizes_and(modality: torch.Tensor, window: torch.Tensor, valid: torch.Tensor | None = None,
+                   extra: torch.Tensor | None = None) -> tuple[list[SampleSizes], list[int]]:
+    """Returns (read_sizes' SampleSizes, the values of `extra`) with ONE host read: `extra`, a 1-D integer
+    tensor of other values the host needs (checks, counts), travels in the same transfer as the sizes."""
+    return _read_sizes(modality, window, valid, modality.shape[1], extra)
+
+
+def _read_sizes(modality, window, valid, max_windows: int, extra) -> tuple[list[SampleSizes], list[int]]:
+    # One count per token into column 2 * (window + 1) + modality + real of a (B, 2W + 5) summary: padding
+    # (window -1, TEXT, not real) lands in column 0, real text in 1, and the video / audio tokens of window w
+    # in 2w + 4 / 2w + 5 (columns 2 and 3 stay empty), so the transfer has a size the host already knows.
+    # A window holds >= 1 token in the usual layouts, so ids stay below L; a larger id (empty windows between
+    # sparse frames) lands in the spare last column, and the read is redone at the exact width.
+    batch, width = modality.shape[0], 2 * max_windows + 5
+    column = (window + 1) * 2 + modality
+    column = column + 1 if valid is None else column + (valid > 0)
+    summary = torch.zeros(batch, width, dtype=torch.long, device=modality.device)
+    summary.scatter_add_(1, column.clamp_(max=width - 1), column.new_ones(()).expand_as(column))
+    if extra is not None:
+        summary = torch.cat([summary.view(-1), extra.long()])
+    values = summary.tolist()  # the one host read
+    rows = values if extra is None else [values[b * width:(b + 1) * width] for b in range(batch)]
+    extra_values = [] if extra is None else values[batch * width:]
     if any(row[-1] for row in rows):
-        return _read_sizes(modality, window, valid, int(window.amax()) + 1)
+        return _read_sizes(modality, window, valid, int(window.amax()) + 1, extra)
     sizes = []
     for row in rows:
-        counts = row[2:-1]
+        counts = row[4:-1]
         last = max((i for i, n in enumerate(counts) if n), default=-1)
         windows = tuple((counts[2 * w], counts[2 * w + 1]) for w in range(last // 2 + 1))
-        sizes.append(SampleSizes(row[0], windows, row[1]))
-    return sizes
+        sizes.append(SampleSizes(row[1], windows, row[0]))
+    return sizes, extra_values
 
 
 def host_table(values: list[int] | list[float], device: torch.device, dtype=torch.long) -> torch.Tensor:

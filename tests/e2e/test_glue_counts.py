@@ -21,10 +21,17 @@ OPTIONS = dict(retention=0.1, progressive_drop_layers=(3, 4, 5), late_block_laye
 SELECTION = ("seats_select_stage1", "seats_select_stage2", "seats_select_stage3", "seats_gather",
              "seats_gather_mask", "seats_finish", "seats_align_cache")
 # dispatcher-level ops that launch work in the selection glue of one batch-1 prefill, everything after
-# seats_begin (seats custom ops count once: one Triton kernel on CUDA). Measured: 133 for 20 s and 60 s
-# clips (28-layer tiny thinker, default stages, torch 2.13 CPU). Issue 16's budget of 150 is for all glue,
-# seats_begin included (158 ops today, the lead's to trim).
+# seats_begin (seats custom ops count once: one Triton kernel on CUDA). Measured: 133 for 8, 20 and 60 s
+# clips (8-layer tiny thinker, OPTIONS below, torch 2.13 CPU).
 SELECTION_OPS = 150
+# All glue of that prefill, seats_begin included. Measured 232 for 8, 20 and 60 s clips: seats_begin 99
+# (token layout 41, input checks 9, the sizes read 10, group slots and state 7, stage-1 weights 29 of which
+# the encoders' attention received 18, positions 3) + the selection's 133. Issue 16 asks for <= 150 in all:
+# not reached (see notes/readme_issue16.md for where the ops go).
+ALL_GLUE_OPS = 235
+# host reads of all glue of one prefill: seats_begin's one read of the layout sizes (with its checks and
+# counts in the same transfer) and finish's one read of the stage-2 per-modality counts. Issue 16: <= 3.
+ALL_GLUE_READS = 3
 _compiled: dict = {}
 
 
@@ -42,9 +49,9 @@ def glue_counts(model, inputs, options=OPTIONS) -> tuple[dict[str, Counts], Coun
     sizes = Counts()
     read_sizes = SeatsCall._read_sizes
 
-    def counted_read_sizes(call):
+    def counted_read_sizes(call, *args):
         with HostReadCounter(sizes, where=True):
-            read_sizes(call)
+            return read_sizes(call, *args)
 
     with torch.no_grad():
         compiled(**inputs)
@@ -102,7 +109,9 @@ def test_selection_glue_launches_a_bounded_count_that_does_not_grow_with_the_cli
 def test_a_60_s_clip_reads_and_launches_what_a_20_s_clip_does(tiny_thinker, clip_counts):
     per_glue, sizes = clip_glue_counts(tiny_thinker, 60)
     check_no_reads_after_the_sizes(per_glue, sizes)
+    check_all_glue(per_glue)
     assert selection_ops(per_glue) == selection_ops(clip_counts[20][0]) <= SELECTION_OPS
+    assert total(per_glue).launches == total(clip_counts[20][0]).launches
 
 
 @pytest.mark.slow
@@ -110,16 +119,82 @@ def test_a_padded_batch_reads_no_more_than_one_sample(tiny_thinker):
     pad = token_ids_for_vocab(tiny_thinker.config.text_config.vocab_size)["pad"]
     samples = [synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=seconds, seed=seconds))
                for seconds in (4, 6)]
-    check_no_reads_after_the_sizes(*glue_counts(tiny_thinker, batch_inputs(samples, pad, "left")))
+    per_glue, sizes = glue_counts(tiny_thinker, batch_inputs(samples, pad, "left"))
+    check_no_reads_after_the_sizes(per_glue, sizes)
+    assert total(per_glue).reads <= ALL_GLUE_READS and per_glue["seats_begin"].reads == 1, _where(total(per_glue))
 
 
-@pytest.mark.xfail(strict=True, reason="SeatsCall.begin reads the device besides _read_sizes' one read (22 reads "
-                                       "measured): the input_ids check (_why_not: boolean indexing, torch.equal), "
-                                       "the media check, the stage-1 weights (_stage1_weights: any/sum/boolean-mask "
-                                       "assignment; the adapters' repeat_interleave) and the per-sample counts "
-                                       "that _read_sizes now provides")
-def test_all_glue_of_a_prefill_reads_the_host_at_most_three_times(clip_counts):
+def check_all_glue(per_glue) -> None:
+    everything = total(per_glue)
+    assert everything.reads <= ALL_GLUE_READS, _where(everything)
+    # the one read of begin is the sizes' transfer, which also carries begin's checks and counts
+    assert per_glue["seats_begin"].reads == 1, _where(per_glue["seats_begin"])
+    assert everything.launches <= ALL_GLUE_OPS, {n: c.summary() for n, c in per_glue.items()}
+
+
+def test_all_glue_of_a_prefill_reads_the_host_at_most_three_times_and_launches_a_bounded_count(clip_counts):
     for seconds in (8, 20):
-        per_glue, _ = clip_counts[seconds]
-        everything = total(per_glue)
-        assert everything.reads <= 3, f"{seconds} s clip:\n{_where(everything)}"
+        check_all_glue(clip_counts[seconds][0])
+    # begin's ops do not grow with the clip either
+    assert total(clip_counts[8][0]).launches == total(clip_counts[20][0]).launches
+
+
+# ---- begin's checks, decided from its one read -----------------------------------------------------------
+VIDEO_ID, AUDIO_ID, IMAGE_ID = 5, 6, 7
+
+
+def _begin(input_ids: torch.Tensor, inputs_embeds: torch.Tensor, embed_weight: torch.Tensor):
+    """Runs SeatsCall.begin on a hand-made tap (no encoder taps: uniform stage-1 weights); returns the
+    call, what it reported and the host reads it made."""
+    from seats_fx.config import SeatsConfig
+    from seats_fx.models.qwen2_5_omni import Qwen2_5OmniAdapter
+    from seats_fx.runtime import ModalityTap
+
+    reports = []
+    tap = ModalityTap(input_ids, {"video": (VIDEO_ID,), "audio": (AUDIO_ID,), "image": (IMAGE_ID,)}, embed_weight)
+    call = SeatsCall(SeatsConfig(retention=0.5), Qwen2_5OmniAdapter, 8, tap, None, 25,
+                     lambda reason, kind: reports.append(reason))
+    # two 2 s windows of video and audio at 25 positions per second, text around them
+    temporal = torch.tensor([0, 1, 2, 2, 2, 2, 52, 52, 52, 52, 102, 103])
+    with HostReadCounter(where=True) as counts:
+        call.begin(inputs_embeds, temporal.expand(3, 1, -1), None)
+    return call, reports, counts
+
+
+def _prompt():
+    ids = torch.tensor([[1, 2, VIDEO_ID, VIDEO_ID, AUDIO_ID, AUDIO_ID, VIDEO_ID, VIDEO_ID, AUDIO_ID, AUDIO_ID, 3, 4]])
+    weight = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    return ids, weight, weight[ids].clone()
+
+
+def test_begin_checks_and_counts_a_prompt_with_one_host_read():
+    ids, weight, embeds = _prompt()
+    embeds[0, 2] += 1.0  # a placeholder's row holds encoder features, not its embedding: not checked
+    call, reports, counts = _begin(ids, embeds, weight)
+    assert counts.reads == 1, counts.read_sites
+    assert call.active and call.stats.input_counts == {"text": 4, "video": 4, "audio": 4}
+    assert [s.windows for s in call.sizes] == [((2, 2), (2, 2))]
+    # no encoder taps: uniform weights on every media token, zero on text
+    assert call.token_weights.tolist() == [[0.0, 0.0] + [1.0] * 8 + [0.0, 0.0]]
+    assert call.stats.stage1_signal == {"audio": "uniform (the audio tower's last attention was not seen in this "
+                                                 "forward)",
+                                        "video": call.stats.stage1_signal["video"]}
+    assert len(reports) == 2 and all("without attention weights" in r for r in reports)
+
+
+def test_input_ids_that_do_not_give_this_calls_embeddings_leave_the_prompt_unpruned_and_say_so():
+    ids, weight, embeds = _prompt()
+    embeds[0, 11, 3] += 1e-3  # a text token's embedding differs
+    call, reports, counts = _begin(ids, embeds, weight)
+    assert counts.reads == 1, counts.read_sites
+    assert not call.active and "do not belong to this call's inputs_embeds" in call.stats.skipped
+    assert reports == [f"prompt left unpruned: {call.stats.skipped}"]
+    assert call.stats.input_counts == {"text": 12, "video": 0, "audio": 0} and call.token_weights is None
+
+
+def test_a_prompt_without_media_is_left_unpruned_quietly():
+    ids, weight, _ = _prompt()
+    ids = ids.clamp(max=4)
+    call, reports, counts = _begin(ids, weight[ids], weight)
+    assert counts.reads == 1 and not call.active and "no video or audio tokens" in call.stats.skipped
+    assert reports == [] and call.stats.input_counts == {"text": 12, "video": 0, "audio": 0}

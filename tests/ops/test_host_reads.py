@@ -1,11 +1,14 @@
 """The counting modes count what a GPU would stall on: every kind of host read once, uploads apart, and ops
-at the dispatcher (views apart; a seats custom op once, its torch implementation apart on request)."""
+at the dispatcher (views apart; a seats custom op once, its torch implementation apart on request); and the
+layout sizes (seats_fx.ops.sizes) come back in one read."""
 
 import pytest
 import torch
 
 from seats_fx.host_reads import HostReadCounter
+from seats_fx.ops.budget import AUDIO, VIDEO
 from seats_fx.ops.diversity import greedy_max_min, greedy_max_min_torch, weighted_cosine_distance
+from seats_fx.ops.sizes import read_sizes, read_sizes_and
 
 READS = {
     "item": lambda x: x[0].item(),
@@ -63,3 +66,37 @@ def test_a_seats_custom_op_is_one_op_and_its_torch_implementation_is_counted_apa
     # the torch loop: a few ops per step, 5 steps after the first pick
     assert sum(inside.inner_ops.values()) > 5 * 4 and inside.reads == 0
     assert torch.equal(picks, greedy_max_min_torch(distance, 6))
+
+
+def _counted_sizes(modality, window, valid):
+    """Brute-force SampleSizes fields per sample: (text, ((video, audio) per window), padding)."""
+    result = []
+    for m, w, v in zip(modality.tolist(), window.tolist(), valid.tolist()):
+        windows = max(w) + 1
+        pairs = tuple((sum(1 for a, b in zip(m, w) if b == i and a == VIDEO),
+                       sum(1 for a, b in zip(m, w) if b == i and a == AUDIO)) for i in range(windows))
+        result.append((sum(1 for a, r in zip(m, v) if a == 0 and r), pairs, v.count(0)))
+    return result
+
+
+def test_layout_sizes_and_extra_values_come_back_in_one_read():
+    # sample 0: left padding, text, windows 0 and 1 (video and audio); sample 1: window 2 audio only
+    modality = torch.tensor([[0, 0, 0, 1, 1, 2, 1, 2, 2, 0], [0, 2, 2, 0, 1, 1, 2, 0, 0, 0]])
+    window = torch.tensor([[-1, -1, -1, 0, 0, 0, 1, 1, 1, -1], [-1, 2, 2, -1, 0, 1, 1, -1, -1, -1]])
+    valid = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 1, 1], [1] * 10])
+    with HostReadCounter(where=True) as counts:
+        sizes, extra = read_sizes_and(modality, window, valid, torch.tensor([7, -3, 5]))
+    assert counts.reads == 1, counts.read_sites
+    assert extra == [7, -3, 5]
+    assert [(s.text, s.windows, s.padding) for s in sizes] == _counted_sizes(modality, window, valid)
+    assert sizes[1].windows == ((1, 0), (1, 1), (0, 2))
+
+
+def test_window_ids_past_the_length_are_read_again_at_the_exact_width():
+    # empty windows between sparse frames: window id 12 in a 4-token sequence (a second read, rare layouts only)
+    modality, window = torch.tensor([[0, 1, 2, 0]]), torch.tensor([[-1, 0, 12, -1]])
+    with HostReadCounter() as counts:
+        sizes = read_sizes(modality, window)
+    assert counts.reads == 3  # the first transfer, the window maximum, the transfer at the exact width
+    assert sizes[0].text == 2 and sizes[0].windows[0] == (1, 0) and sizes[0].windows[12] == (0, 1)
+    assert sizes[0].num_windows == 13 and sizes[0].padding == 0
