@@ -200,6 +200,8 @@ def run_check(args) -> dict:
     _log(f"{name}: {'tiny' if args.tiny else '7B-shaped'} thinker ({depth} layers, {args.dtype}), "
          f"{args.seconds} s clip: {counts}", started)
     options = {"retention": args.retention}
+    seats_options = dict(options, inductor=args.seats_inductor)
+    seats_name = "backend=seats + Inductor" if args.seats_inductor else "backend=seats, graphs eager"
     result = {"device": name, "device_type": device.type, "torch": torch.__version__,
               "transformers": transformers.__version__, "triton": _triton_version(), "python": sys.version.split()[0],
               "model": "tiny" if args.tiny else "Qwen2.5-Omni-7B-shaped", "layers": depth, "dtype": args.dtype,
@@ -219,18 +221,19 @@ def run_check(args) -> dict:
         _log("eager SEATS reference ...", started)
         reference = seats_forward(model, inputs, options)
         reference_logits = reference.last_logits.float()
-        encode_s, decode_s = _reference_split(model, inputs, options, device, args.repeats)
-        total_s, runs = median_seconds(lambda: seats_forward(model, inputs, options), device, args.repeats)
-        result["variants"].append({
-            "variant": "eager SEATS reference", "prefill_s": total_s, "runs_s": runs, "encoders_s": encode_s,
-            "llm_s": decode_s, "selection_s": None, "first_call_s": None,
-            "layer_tokens": [sum(c.values()) for c in reference.layer_counts],
-            "device_counts": launches_and_syncs(lambda: seats_forward(model, inputs, options), device),
-            "peak_mib": peak_memory_mib(lambda: seats_forward(model, inputs, options), device),
-            "max_abs_logit_diff": 0.0})
+        if "reference" in args.variants:
+            encode_s, decode_s = _reference_split(model, inputs, options, device, args.repeats)
+            total_s, runs = median_seconds(lambda: seats_forward(model, inputs, options), device, args.repeats)
+            result["variants"].append({
+                "variant": "eager SEATS reference", "prefill_s": total_s, "runs_s": runs, "encoders_s": encode_s,
+                "llm_s": decode_s, "selection_s": None, "first_call_s": None,
+                "layer_tokens": [sum(c.values()) for c in reference.layer_counts],
+                "device_counts": launches_and_syncs(lambda: seats_forward(model, inputs, options), device),
+                "peak_mib": peak_memory_mib(lambda: seats_forward(model, inputs, options), device),
+                "max_abs_logit_diff": 0.0})
 
         # 2. plain eager
-        if not over_budget("plain eager"):
+        if "eager" in args.variants and not over_budget("plain eager"):
             _log("plain eager ...", started)
             run = forward(model)
             logits = run()
@@ -239,7 +242,7 @@ def run_check(args) -> dict:
                                                    [counts["tokens"]] * depth, logits, reference_logits))
 
         # 3. plain Inductor (cold compile)
-        if not over_budget("plain Inductor"):
+        if "inductor" in args.variants and not over_budget("plain Inductor"):
             _log("plain Inductor (compiling) ...", started)
             torch._dynamo.reset()
             inductor = torch.compile(model)
@@ -256,9 +259,9 @@ def run_check(args) -> dict:
             result["variants"].append(row)
 
         # 4. backend="seats" with Inductor (cold compile)
-        if not over_budget("backend=seats + Inductor"):
-            _log("backend=\"seats\" + Inductor (compiling) ...", started)
-            seats = torch.compile(model, backend=SeatsBackend(options, positions_per_second=int(
+        if "seats" in args.variants and not over_budget(seats_name):
+            _log(f"{seats_name} (compiling) ...", started)
+            seats = torch.compile(model, backend=SeatsBackend(seats_options, positions_per_second=int(
                 model.config.position_id_per_seconds)))
             run = forward(seats)
             first = time.perf_counter()
@@ -266,11 +269,14 @@ def run_check(args) -> dict:
             synchronize(device)
             first = time.perf_counter() - first
             stats = last_stats()
-            if compiled_encoders is None:
-                compiled_encoders = torch.compile(_encoders(model, inputs))
-                compiled_encoders()
-            encoders, _ = median_seconds(compiled_encoders, device, args.repeats)
-            row = _variant_row("backend=seats + Inductor", run, device, args.repeats, encoders, first,
+            if not args.seats_inductor:  # the towers run as plain eager runs them
+                encoders, _ = median_seconds(_encoders(model, inputs), device, args.repeats)
+            else:
+                if compiled_encoders is None:
+                    compiled_encoders = torch.compile(_encoders(model, inputs))
+                    compiled_encoders()
+                encoders, _ = median_seconds(compiled_encoders, device, args.repeats)
+            row = _variant_row(seats_name, run, device, args.repeats, encoders, first,
                                stats.layer_tokens if stats is not None else None, logits, reference_logits)
             row["pruned"], row["skipped_reason"] = (stats.pruned, stats.skipped) if stats else (False, "no stats")
             row["selection_s"] = stats.selection_seconds if stats else None  # host wall time in the glue
@@ -323,7 +329,8 @@ def _triton_version() -> str | None:
 
 def _targets(result: dict) -> dict:
     rows = {r["variant"]: r for r in result["variants"] if "prefill_s" in r}
-    seats, eager = rows.get("backend=seats + Inductor"), rows.get("plain eager")
+    seats = rows.get("backend=seats + Inductor") or rows.get("backend=seats, graphs eager")
+    eager = rows.get("plain eager")
     inductor = rows.get("plain Inductor")
     targets = {}
     if seats and inductor:
@@ -371,6 +378,9 @@ def print_report(result: dict) -> None:
     print(f"targets: {json.dumps(result['targets'])}; wall {result['wall_s']:.0f} s")
 
 
+VARIANTS = ("reference", "eager", "inductor", "seats")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny 8-layer thinker, 8 s clip (runs on CPU)")
@@ -382,7 +392,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=330.0, help="start no variant after this many seconds")
     parser.add_argument("--json", type=Path, default=Path("bench/results/gpu_check.json"))
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated subset of {','.join(VARIANTS)} (the reference always runs: its logits "
+                             "are what the others are held to; it is timed only when listed)")
+    parser.add_argument("--seats-inductor", action=argparse.BooleanOptionalAction, default=True,
+                        help="lower the seats graphs with Inductor (--no-seats-inductor: the rewritten graphs run "
+                             "eagerly, compared with plain eager; no cold compile)")
     args = parser.parse_args(argv)
+    args.variants = set(args.variants.split(","))
+    if args.variants - set(VARIANTS):
+        parser.error(f"--variants: unknown {sorted(args.variants - set(VARIANTS))}; known: {', '.join(VARIANTS)}")
     args.seconds = args.seconds or (8 if args.tiny else 60)
     args.side = args.side or (112 if args.tiny else 336)
     result = run_check(args)
