@@ -53,6 +53,7 @@ def test_deepstack_replacement_is_equal_in_value(tiny_qwen3):
         assert torch.equal(model(**inputs).logits, tiny_qwen3(**inputs).logits)
 
 
+@pytest.mark.compat  # the smoke subset of make test-compat
 @pytest.mark.parametrize("name", list(PROMPTS))
 def test_backend_matches_reference(tiny_qwen3, name):
     inputs = PROMPTS[name](tiny_qwen3.config)

@@ -10,11 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seats_fx
-from seats_fx import SeatsBackend, last_stats
+from seats_fx import SeatsBackend, SeatsConfig, last_stats
 from seats_fx.models import adapter_for
 from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
 from seats_fx.ops.budget import AUDIO, VIDEO
 from seats_fx.reference import seats_forward
+from seats_fx.stage_plan import StagePlan
 
 from generate_helpers import fresh_copy
 from test_backend import GRAPH_OPTIONS, assert_matches_reference, run_compiled
@@ -36,6 +37,7 @@ def _seats_lines(caplog) -> list[str]:
 
 
 # ---- inputs -----------------------------------------------------------------------------------------
+@pytest.mark.compat  # the smoke subset of make test-compat
 def test_very_short_audio_track_in_a_clip(tiny_thinker):
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4, audio_seconds=0.3, seed=2))
     assert_matches_reference(tiny_thinker, inputs, dict(OPTIONS, retention=0.2), dynamic=True)
@@ -279,9 +281,13 @@ def _fuzz_compiled(shape, options):
     return model, compiled[key]
 
 
+# these decoders are 2-6 layers deep: the paper's stage-1 ratio (1.4 R) cannot average R over them once the late
+# block drops every media token, so most option sets raise it; the plain retention=0.1 case checks the refusal
 fuzz_options = st.sampled_from([
-    dict(retention=0.1), dict(retention=0.3, stage3=False), dict(video_retention=0.05, audio_retention=0.5),
-    dict(retention=0.2, stage1=False), dict(retention=0.2, stage2=False), dict(retention=1.0, stage3=False),
+    dict(retention=0.1, encoder_ratio_scale=3.0), dict(retention=0.3, stage3=False),
+    dict(video_retention=0.05, audio_retention=0.5, encoder_ratio_scale=3.0), dict(retention=0.2, stage1=False),
+    dict(retention=0.2, stage2=False, encoder_ratio_scale=3.0), dict(retention=1.0, stage3=False),
+    dict(retention=0.1),
 ])
 
 
@@ -289,11 +295,24 @@ def check_pipeline(shape, options, clip):
     options = dict(options, inductor=False)
     model, compiled = _fuzz_compiled(shape, options)
     inputs = synthetic_clip_inputs(model.config, clip)
+    adapter = adapter_for(model)
+    try:
+        StagePlan.resolve(SeatsConfig.from_options(options), adapter.depth, adapter.drop_layer_fractions,
+                          adapter.late_block_fraction)
+    except ValueError as refusal:  # an unreachable target on this depth: the compiled model refuses it too
+        with pytest.raises(Exception) as raised, torch.no_grad():
+            compiled(**inputs)
+        assert str(_value_error_in(raised.value)) == str(refusal)
+        return
     with torch.no_grad():
         logits = compiled(**inputs).logits
         plain = model(**inputs).logits if options.get("retention") == 1.0 else None
     stats = last_stats()
     reference = seats_forward(model, inputs, options)
+    if plain is not None:  # keep-everything: the graphs are left untouched, the logits are the model's own
+        assert not stats.pruned
+        torch.testing.assert_close(logits, plain, atol=1e-4, rtol=0)
+        return
     assert stats.pruned, stats.skipped
     assert len(stats.stage_positions) == len(reference.stages), (stats.stages, [r.stage for r in reference.stages])
     for got, expected in zip(stats.stage_positions, reference.stages):
@@ -302,27 +321,25 @@ def check_pipeline(shape, options, clip):
     torch.testing.assert_close(logits[:, kept], reference.logits, atol=1e-4, rtol=0)
     text = torch.nonzero(adapter_for(model).encode(inputs, 2.0).layout.modality[0] == 0).flatten()
     assert set(text.tolist()) <= set(kept.tolist()), "a text token was dropped"
-    if plain is not None:  # keep-everything: the unpruned model's own logits
-        torch.testing.assert_close(logits, plain, atol=1e-4, rtol=0)
 
 
-model_shapes = st.tuples(st.sampled_from([2, 4, 6]), st.sampled_from([2, 4]), st.sampled_from([32, 64]))
+# (layers, heads, width): each distinct shape x option set is one Dynamo compile, the fuzz's main cost, so
+# the width follows the head count (2 heads: 32, 4 heads: 64) rather than doubling the shapes
+def model_shapes(heads: int):
+    return st.tuples(st.sampled_from([2, 4, 6]), st.just(heads), st.just(16 * heads))
+
+
 fuzz_clips = st.builds(ClipSpec, video_seconds=st.integers(1, 8), audio_seconds=st.sampled_from([None, 0, 0.5, 3.0]),
                        height=st.sampled_from([56, 112]), width=st.sampled_from([56, 84, 112]),
                        system_tokens=st.integers(1, 16), question_tokens=st.integers(1, 12),
                        seed=st.integers(0, 10_000))
 
 
-@pytest.mark.slow
-@settings(max_examples=50)
-@given(shape=model_shapes, options=fuzz_options, clip=fuzz_clips)
-def test_pipeline_fuzz(shape, options, clip):
-    check_pipeline(shape, options, clip)
-
-
+# 200 cases in two shards of 100 (2-head and 4-head models), which make test-fuzz runs side by side
 @pytest.mark.slow
 @pytest.mark.fuzz
-@settings(max_examples=200)
-@given(shape=model_shapes, options=fuzz_options, clip=fuzz_clips)
-def test_pipeline_fuzz_wide(shape, options, clip):
-    check_pipeline(shape, options, clip)
+@pytest.mark.parametrize("heads", [2, 4])
+@settings(max_examples=100)
+@given(data=st.data(), options=fuzz_options, clip=fuzz_clips)
+def test_pipeline_fuzz(heads, data, options, clip):
+    check_pipeline(data.draw(model_shapes(heads), label="shape"), options, clip)

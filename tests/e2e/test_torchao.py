@@ -3,7 +3,10 @@ run on the quantized model, logits within tolerance."""
 
 import pytest
 import torch
-from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+# the compat venvs (make test-compat) install the smoke extra only, without torchao
+pytest.importorskip("torchao")
+from torchao.quantization import Int8WeightOnlyConfig, quantize_  # noqa: E402
 from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
 from seats_fx.models.configs import tiny_qwen2_5_omni_config
