@@ -39,8 +39,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) $(PYTEST) -m "not slow"
 
+# slow cases are long one by one (a 200-example search is one test): spread them test by test
 test-slow: $(STAMP)
-	$(PY) $(PYTEST) -m "slow and not fuzz"
+	$(PY) $(PYTEST) --dist load -m "slow and not fuzz"
 
 # one hypothesis test per shard of model shapes: spread over the processes test by test, not file by file
 test-fuzz: $(STAMP)

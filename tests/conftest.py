@@ -63,7 +63,6 @@ SLOW_FOR_TIME = (
     "tests/e2e/test_generate.py::test_continuing_a_prompt_over_a_pruned_cache_raises[ragged-cache]",
     "tests/e2e/test_generate.py::test_bare_compile_names_seats_fx_compile_when_generate_encodes_video_eagerly",
     "tests/e2e/test_generate.py::test_text_only_generate_is_untouched",
-    "tests/e2e/test_batch.py::test_batch_generate_matches_each_sample_alone",
     "tests/e2e/test_batch.py::test_each_sample_keeps_what_it_keeps_alone[no-stage3-image-clip]",
     "tests/e2e/test_batch.py::test_each_sample_keeps_what_it_keeps_alone[no-stage1-clip-text-audio]",
     "tests/e2e/test_torchao.py::test_quantized_thinker_matches_its_eager_reference",
