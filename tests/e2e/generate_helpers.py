@@ -1,6 +1,9 @@
 """Helpers shared by the generate() and batch tests (pytest puts this folder on sys.path)."""
 
+import pytest
 import torch
+import transformers
+from packaging.version import Version
 
 import seats_fx
 
@@ -45,3 +48,12 @@ def assert_step_logits_match(got, expected, atol: float) -> None:
 
 def cache_lengths(cache) -> list[int]:
     return [layer.keys.shape[-2] for layer in cache.layers]
+
+
+# Measured under make test-compat: on transformers 5.17 the first decode step after a pruned prefill fails in
+# the compiled decoder (SDPA: a mask over the unpruned length, 82, against the pruned cache's 80 keys), so
+# generate() after a pruned prefill does not work there yet; 5.23 (the default pin) and the forward pass on
+# 5.17 do. Strict: the mark fails the run once 5.17 works, so it cannot outlive the gap.
+DECODE_FAILS_ON_TRANSFORMERS_5_17 = pytest.mark.xfail(
+    Version(transformers.__version__) < Version("5.18"), strict=True,
+    reason="transformers 5.17: the decode step's attention mask keeps the unpruned length (README, Supported versions)")

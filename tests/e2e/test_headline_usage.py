@@ -10,6 +10,8 @@ from seats_fx import last_stats
 from seats_fx.models.synthetic import ClipSpec, synthetic_audio_inputs, synthetic_clip_inputs
 from seats_fx.reference import seats_forward
 
+from generate_helpers import DECODE_FAILS_ON_TRANSFORMERS_5_17
+
 OPTIONS = dict(progressive_drop_layers=(3, 5), late_block_layer=7, retention=0.2)
 
 
@@ -112,6 +114,7 @@ def test_missing_graph_metadata_is_never_a_silent_no_op(tiny_thinker, caplog):
 
 
 @pytest.mark.compat
+@DECODE_FAILS_ON_TRANSFORMERS_5_17
 def test_model_compile_then_generate_prunes_with_the_signal_it_has_like_the_reference(tiny_thinker, caplog):
     from generate_helpers import assert_step_logits_match, fresh_copy, generate_with_logits
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
-from seats_fx.models import model_facts
+from seats_fx.models import adapter_for, model_facts
 from seats_fx.models.configs import TinySpec, tiny_qwen2_5_omni_config
 from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
 from seats_fx.passes.dynamo_meta import frame_module
@@ -76,7 +76,8 @@ def test_locate_finds_modality_taps_and_encoder_attention(three_layer):
 @pytest.mark.slow
 def test_position_ids_passed_in_puts_the_merge_in_the_decoder_graph(three_layer):
     model, inputs = three_layer
-    positions, _ = model.model.get_rope_index(inputs["input_ids"], None, inputs["video_grid_thw"],
+    # transformers 5.17 keeps get_rope_index on the thinker, later 5.x on thinker.model: the adapter knows which
+    positions, _ = adapter_for(model).multimodal.get_rope_index(inputs["input_ids"], None, inputs["video_grid_thw"],
                                               inputs["attention_mask"], True,
                                               inputs["feature_attention_mask"].sum(-1), inputs["video_second_per_grid"])
     plans = [d for d, _, _ in captured_graphs(model, inputs, position_ids=positions) if d]
