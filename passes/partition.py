@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, Hashable
+
 import torch
 from torch import nn
 from torch._inductor.custom_graph_pass import CustomGraphPass
-from torch.fx import GraphModule
+from torch.fx import GraphModule, Node
 from torch.fx.passes.split_module import split_module
 
 from seats_fx.passes.boundary import GLUE
@@ -27,47 +29,146 @@ class SeatsCacheKey(CustomGraphPass):
         return self._uuid
 
 
-class InductorPiece(nn.Module):
-    """A piece of the decoder between two stage boundaries, compiled by Inductor on first call with
-    dynamic shapes (kept-token counts change from call to call without recompiling)."""
+class PieceProgram:
+    """The code of one or more pieces that compute the same function of their inputs (the same graph over
+    different layers' weights, which Dynamo lifted to inputs): compiled by Inductor once, on first call,
+    with dynamic shapes (kept-token counts change from call to call without recompiling); every piece that
+    shares it runs it on its own inputs."""
 
-    def __init__(self, piece: GraphModule, use_inductor: bool, cache_key: str) -> None:
-        super().__init__()
-        self.piece = piece
+    def __init__(self, graph_module: GraphModule, use_inductor: bool, cache_key: str) -> None:
+        self.graph_module = graph_module
         self.use_inductor = use_inductor
         self.cache_key = cache_key
+        self.compiles = 0  # how many times this program was handed to torch.compile (0 or 1)
         self._compiled = None
 
-    def forward(self, *args):
+    def __call__(self, *args):
         if not self.use_inductor:
-            return self.piece(*args)
+            return self.graph_module(*args)
         if self._compiled is None:
-            self._compiled = torch.compile(self.piece, backend="inductor", dynamic=True,
+            self.compiles += 1
+            self._compiled = torch.compile(self.graph_module, backend="inductor", dynamic=True,
                                            options={"post_grad_custom_post_pass": SeatsCacheKey(self.cache_key)})
-        return self._compiled(*args)
+        # Dynamo lifted float module attributes (RMSNorm epsilon, attention scaling) to 0-d tensors the graph
+        # reads with .item(); retracing a piece without this breaks its graph at each read (four graphs and
+        # compiles per layer instead of one)
+        with torch._dynamo.config.patch(capture_scalar_outputs=True):
+            return self._compiled(*args)
 
 
-def partition(gm: GraphModule, ctx: PassContext) -> GraphModule:
-    """Returns a GraphModule whose submodules alternate Inductor pieces (lowered when ctx.config.inductor,
-    their cache entries keyed by ctx.cache_key) and glue (selection + gathers), which runs eagerly."""
-    use_inductor, cache_key = ctx.config.inductor, ctx.cache_key
+class InductorPiece(nn.Module):
+    """A piece of the decoder between two stage boundaries (or one layer of it); runs its PieceProgram,
+    which it may share with pieces of the same structure."""
+
+    def __init__(self, piece: GraphModule, program: PieceProgram) -> None:
+        super().__init__()
+        self.piece = piece
+        self.program = program
+
+    def forward(self, *args):
+        return self.program(*args)
+
+
+class _Unshareable(Exception):
+    """A piece holds something its structure cannot name (module state, an unknown constant)."""
+
+
+def _constant_key(value: Any, index: dict[Node, int]) -> Hashable:
+    """Returns a key naming an argument of a node: graph values by position, constants by type and value."""
+    if isinstance(value, Node):
+        return ("node", index[value])
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__, tuple(_constant_key(item, index) for item in value))
+    if isinstance(value, dict):
+        return ("dict", tuple((key, _constant_key(item, index)) for key, item in value.items()))
+    if isinstance(value, slice):
+        return ("slice", _constant_key(value.start, index), _constant_key(value.stop, index),
+                _constant_key(value.step, index))
+    if value is None or value is Ellipsis or isinstance(value, (bool, int, float, complex, str, torch.dtype,
+                                                                torch.device, torch.layout, torch.memory_format)):
+        # float('nan') != itself: its repr keeps a NaN constant equal to itself
+        return (type(value).__name__, repr(value))
+    raise _Unshareable(f"constant of type {type(value).__name__}")
+
+
+def structure_key(piece: GraphModule) -> Hashable | None:
+    """Returns a key equal for two pieces exactly when they run the same operations in the same order on
+    inputs in the same positions with the same constants (node names, layer indices and weights aside),
+    i.e. when one piece's code computes the other's outputs from the other's inputs; None when the piece
+    reads module state (get_attr, call_module) or a constant the key cannot name: it shares with none."""
+    index: dict[Node, int] = {}
+    entries = []
+    try:
+        for position, node in enumerate(piece.graph.nodes):
+            index[node] = position
+            if node.op in ("get_attr", "call_module"):
+                return None
+            target = node.target if node.op == "call_function" else str(node.target)
+            if node.op == "placeholder":
+                target = "placeholder"  # named after the layer's values: position is what counts
+            entries.append((node.op, target, _constant_key(node.args, index), _constant_key(node.kwargs, index)))
+        return tuple(entries)
+    except _Unshareable:
+        return None
+
+
+def _layer_of_nodes(ctx: PassContext) -> dict[Node, int]:
+    """Returns the decoder layer index of every node locate placed in a layer (empty without a plan)."""
+    if ctx.plan is None:
+        return {}
+    return {node: layer.index for layer in ctx.plan.layers for node in layer.nodes}
+
+
+def _part_of_nodes(gm: GraphModule, layer_of: dict[Node, int]) -> tuple[dict[str, int], set[int]]:
+    """Returns each node's part and the parts that are glue: a part changes where glue starts or ends and
+    where a node of another decoder layer than the part's begins; nodes of no layer (rotary, masks, final
+    norm) stay with the part they follow."""
     part_of: dict[str, int] = {}
-    part, previous = 0, None
+    part, previous_glue, part_layer = 0, None, None
     glue_parts: set[int] = set()
     for node in gm.graph.nodes:
         if node.op in ("placeholder", "output"):
             continue
         is_glue = bool(node.meta.get(GLUE))
-        if previous is not None and is_glue != previous:
+        layer = None if is_glue else layer_of.get(node)
+        if previous_glue is not None and is_glue != previous_glue:
+            part, part_layer = part + 1, None
+        elif layer is not None and part_layer is not None and layer != part_layer:
             part += 1
-        previous = is_glue
+        if layer is not None:
+            part_layer = layer
+        previous_glue = is_glue
         part_of[node.name] = part
         if is_glue:
             glue_parts.add(part)
+    return part_of, glue_parts
+
+
+def partition(gm: GraphModule, ctx: PassContext, per_layer: bool | None = None) -> GraphModule:
+    """Returns a GraphModule whose submodules alternate Inductor pieces (lowered when ctx.config.inductor,
+    their cache entries keyed by ctx.cache_key) and glue (selection + gathers), which runs eagerly.
+
+    per_layer (default: when the pieces are lowered): each decoder layer starts a piece of its own, and
+    pieces of one structure share one PieceProgram. The layers of a run between boundaries are the same
+    code over other weights (Dynamo lifts them to inputs), so a cold compile lowers each distinct layer
+    shape once instead of every run of layers whole: its cost follows the number of distinct pieces, not
+    the depth. Unlowered pieces gain nothing from it and stay whole runs."""
+    use_inductor, cache_key = ctx.config.inductor, ctx.cache_key
+    if per_layer is None:
+        per_layer = use_inductor
+    part_of, glue_parts = _part_of_nodes(gm, _layer_of_nodes(ctx) if per_layer else {})
     split = split_module(gm, gm, lambda node: part_of[node.name], keep_original_order=True)
+    programs: dict[Hashable, PieceProgram] = {}
     for name, child in list(split.named_children()):
         index = int(name.rsplit("_", 1)[-1])
-        if index not in glue_parts:
-            setattr(split, name, InductorPiece(child, use_inductor, cache_key))
+        if index in glue_parts:
+            continue
+        key = structure_key(child) if per_layer else None
+        program = programs.get(key) if key is not None else None
+        if program is None:
+            program = PieceProgram(child, use_inductor, cache_key)
+            if key is not None:
+                programs[key] = program
+        setattr(split, name, InductorPiece(child, program))
     split.meta["seats_glue_parts"] = sorted(glue_parts)
     return split
