@@ -137,7 +137,8 @@ def test_position_ids_passed_in_are_pruned_too(tiny_thinker):
 def test_keep_everything_equals_plain_inductor(tiny_thinker):
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4))
     logits, stats, _ = run_compiled(tiny_thinker, inputs, dict(retention=1.0, stage3=False))
-    assert stats.pruned and stats.layer_tokens == [inputs["input_ids"].shape[1]] * 8
+    # keep-everything leaves the graphs untouched (no stage runs), and says so
+    assert not stats.pruned and "retention 1.0" in stats.skipped
     with torch.no_grad():
         expected = torch.compile(tiny_thinker, backend="inductor")(**inputs).logits
         eager = tiny_thinker(**inputs).logits
