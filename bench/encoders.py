@@ -25,7 +25,6 @@ Usage: python -m bench.encoders [--case cpu|7b-60s] [--repeats 3] [--retention 0
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from contextlib import contextmanager
@@ -36,7 +35,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
 import seats_fx
-from bench.measure import first_call_seconds, synchronize, timed_runs
+from bench.measure import first_call_seconds, synchronize, timed_runs, write_json
 from seats_fx.encoder_attention import encoder_towers, use_fast_encoders
 from seats_fx.models.configs import TinySpec, real_qwen2_5_omni_config, tiny_qwen2_5_omni_config
 from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
@@ -268,9 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device("cuda" if cuda else "cpu")
     result = run(args.case, args.repeats, args.retention, args.seats, args.inductor, args.dynamo_graphs, device)
     print_report(result)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.json}")
+    write_json(args.json, result)
     return result
 
 

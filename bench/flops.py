@@ -12,7 +12,6 @@ Usage: python -m bench.flops [--seconds 60] [--json bench/results/flops.json]
 from __future__ import annotations
 
 import argparse
-import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from transformers import Qwen2_5OmniThinkerForConditionalGeneration, Qwen3OmniMoeThinkerForConditionalGeneration
 
 from bench.clips import FRAME, QWEN2_5_OMNI, QWEN3_OMNI, TEXT_TOKENS, clip_windows
+from bench.measure import write_json
 from bench.methods import METHODS
 from seats_fx.config import SeatsConfig
 from seats_fx.flops import measured_flops
@@ -141,9 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = run(args.seconds)
     print_table(rows, args.seconds)
     result = {"seconds": args.seconds, "frame": FRAME, "rows": rows}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.json}")
+    write_json(args.json, result)
     return result
 
 

@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import platform
-import statistics
 import sys
 import time
 from collections import Counter
@@ -34,6 +33,7 @@ import torch
 import transformers
 from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
+from bench.measure import synchronize, timed_runs, write_json
 from seats_fx import SeatsBackend, last_stats
 from seats_fx.call import set_glue_observer
 from seats_fx.host_reads import counting_glue, total
@@ -52,20 +52,9 @@ def _log(message: str, started: float) -> None:
     print(f"[{time.perf_counter() - started:6.1f} s] {message}", flush=True)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def median_seconds(run, device: torch.device, repeats: int) -> tuple[float, list[float]]:
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        run()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+    timing = timed_runs(run, repeats, device)
+    return timing.median_s, timing.runs_s
 
 
 def peak_memory_mib(run, device: torch.device) -> float | None:
@@ -406,9 +395,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.side = args.side or (112 if args.tiny else 336)
     result = run_check(args)
     print_report(result)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.json}")
+    write_json(args.json, result)
     return result
 
 

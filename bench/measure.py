@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import statistics
 import sys
 import time
@@ -89,3 +90,10 @@ def first_call_seconds(run: Callable[[], object], device: torch.device) -> float
     run()
     synchronize(device)
     return time.perf_counter() - start
+
+
+def write_json(path: Path, result: dict) -> None:
+    """Writes a benchmark's result as indented JSON (creating its folder) and says where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")

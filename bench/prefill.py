@@ -13,7 +13,6 @@ Usage: python -m bench.prefill [--layers 6] [--seconds 16] [--repeats 3] [--json
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -25,7 +24,7 @@ from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
 from bench.gpu_check import GlueTimer, launches_and_syncs
 from bench.gpu_check import _encoders as encoder_call
-from bench.measure import first_call_seconds, peak_added_mib, timed_runs
+from bench.measure import first_call_seconds, peak_added_mib, timed_runs, write_json
 from bench.methods import METHODS
 from seats_fx import SeatsBackend, last_stats
 from seats_fx.config import SeatsConfig
@@ -234,9 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = run(args.layers, args.seconds, args.repeats, device)
     print_report(result)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.json}")
+    write_json(args.json, result)
     return result
 
 
