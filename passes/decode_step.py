@@ -17,13 +17,14 @@ from seats_fx.passes.plan import PassContext
 
 def _is_per_token_input(node) -> bool:
     """True for an input with a sequence dim that positions can be built from: a padding mask (B, L) or
-    position ids (B, L) (integer), or (3, B, L) position ids (integer or, in Qwen3-Omni, float). Positions
-    built from one count the prompt's tokens, not the KV cache's."""
+    position ids (B, L) (integer), or (3, B, L) position ids (integer or, in Qwen3-Omni, float), or the
+    (4, B, L) text-and-TMRoPE rows that generate() passes in later transformers. Positions built from one
+    count the prompt's tokens, not the KV cache's."""
     value = meta.example(node)
     if node.op != "placeholder" or meta.is_module_state(node) or not isinstance(value, torch.Tensor):
         return False
     return (meta.is_integer_tensor(value) or value.dtype == torch.bool) and value.dim() >= 2 \
-        or value.dim() == 3 and value.shape[0] == 3
+        or value.dim() == 3 and value.shape[0] in (3, 4)
 
 
 def rewrite_decode_step(gm: GraphModule, ctx: PassContext) -> GraphModule:

@@ -6,7 +6,9 @@ import logging
 from typing import Any, Callable, Mapping
 
 import torch
+from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
 from torch.fx import GraphModule, Node
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 from seats_fx.call import SeatsCall, glue_seconds, reset_glue_clock
 from seats_fx.config import SeatsConfig
@@ -41,6 +43,10 @@ def _ensure_recompile_headroom() -> None:
                  "share one code object; at the limit Dynamo would reuse graphs across backends)",
                  config.recompile_limit, MIN_RECOMPILE_LIMIT)
         config.recompile_limit = MIN_RECOMPILE_LIMIT
+
+
+# what Inductor raises for a graph whose sizes depend on tensor data (a .item() it must not guard on)
+DATA_DEPENDENT_ERRORS = (DataDependentOutputException, DynamicOutputShapeException, GuardOnDataDependentSymNode)
 
 
 def _inductor(gm: GraphModule, example_inputs: list) -> Callable:
@@ -84,11 +90,11 @@ def _expose(gm: GraphModule, nodes: list[Node]) -> int:
     return len(values)
 
 
-def _input_recorders(gm: GraphModule, facts: ModelFacts | None) -> list[Callable]:
+def _input_recorders(gm: GraphModule, facts: ModelFacts | None, frame=None) -> list[Callable]:
     """Returns recorders of the token ids (and embedding weight) a graph sees; every recorder takes
-    (runtime args, extra outputs)."""
+    (runtime args, extra outputs). frame: the module whose forward the graph was compiled from."""
     recorders: list[Callable] = []
-    embedding = locate_embedding_tap(gm)
+    embedding = locate_embedding_tap(gm, frame)
     if embedding is not None:
         ids_at, weight_at = embedding
         recorders.append(lambda args, extras: record_embedding(args[ids_at], args[weight_at]))
@@ -101,7 +107,7 @@ def _input_recorders(gm: GraphModule, facts: ModelFacts | None) -> list[Callable
 def _tap_graph(gm: GraphModule, facts: ModelFacts | None, frame) -> tuple[GraphModule, list[Callable], int | None]:
     """Returns the graph to compile (with extra outputs where a tap needs intermediate values), its
     recorders, and the original output count (None when no output was added)."""
-    recorders = _input_recorders(gm, facts)
+    recorders = _input_recorders(gm, facts, frame)
     exposed: list[Node] = []
     for kind, where in locate_encoder_taps(gm, frame):
         if kind == "audio_lengths":
@@ -245,7 +251,19 @@ class SeatsBackend:
         self.warn_once(kind, "%s", message)
 
     def _lower(self, gm: GraphModule, example_inputs: list) -> Callable:
-        return _inductor(gm, example_inputs) if self.config.inductor else gm.forward
+        if not self.config.inductor:
+            return gm.forward
+        try:
+            return _inductor(gm, example_inputs)
+        except DATA_DEPENDENT_ERRORS as error:
+            # a model's index bookkeeping (e.g. Qwen3-Omni's rope index sizes a view by a tensor) that Inductor
+            # cannot lower: run it as captured. Raised back to Dynamo instead, it would break the graph there
+            # and move the ops the selection taps into other graphs than the eager path sees
+            if "not lowered" not in self._warned:  # not a pruning matter: info, once
+                self._warned.add("not lowered")
+                log.info("seats: a graph Inductor cannot lower (%s: %s) runs as captured", type(error).__name__,
+                         str(error).splitlines()[0])
+            return gm.forward
 
     def _unpruned(self, gm: GraphModule, example_inputs: list, reason: Unsupported,
                   strict_raises: bool = True) -> Callable:
@@ -325,7 +343,7 @@ class SeatsBackend:
                 "model; generate() and no_grad forwards are pruned", kind="grad mode"), strict_raises=False)
         depth = len(plan.layers)
         # text-only and fused forwards see input_ids in the decoder graph itself
-        recorders = _input_recorders(gm, facts)
+        recorders = _input_recorders(gm, facts, frame)
         rewritten = self.manager(working, plan, facts.output_weight if facts is not None else lambda: None)
         self.decoder_compiles += 1
         log.info("seats: rewrote decoder graph with %d layers: %s", depth, ", ".join(plan.boundaries) or "no stage")

@@ -1,5 +1,7 @@
 """Helpers shared by the generate() and batch tests (pytest puts this folder on sys.path)."""
 
+from copy import deepcopy
+
 import pytest
 import torch
 import transformers
@@ -11,8 +13,9 @@ _compiled: dict = {}
 
 
 def fresh_copy(model):
-    """A new thinker with `model`'s weights (seats_fx.compile changes the model it is given)."""
-    copy = type(model)(model.config).eval()
+    """A new thinker with `model`'s weights and a config of its own (seats_fx.compile changes the model it is
+    given; a test may change the copy's config, which must not reach the session's model)."""
+    copy = type(model)(deepcopy(model.config)).eval()
     copy.load_state_dict(model.state_dict())
     return copy
 

@@ -80,7 +80,7 @@ clips = st.builds(ClipSpec, video_seconds=st.integers(1, 12), audio_seconds=st.s
 
 # every option set each run (one compile each; the first is in make test-compat's smoke subset); the
 # 200-example search over more option sets and clips is the slow tier's
-@pytest.mark.parametrize("options", [pytest.param(OPTION_SETS[0], marks=pytest.mark.compat, id="drops-3-5"),
+@pytest.mark.parametrize("options", [pytest.param(OPTION_SETS[0], id="drops-3-5"),
                                      pytest.param(OPTION_SETS[1], id="drop-2-late-5"),
                                      pytest.param(OPTION_SETS[2], id="no-stage1"),
                                      pytest.param(OPTION_SETS[3], id="no-stage3")])

@@ -98,7 +98,6 @@ CORNER_BATCHES = [
 ]
 
 
-@pytest.mark.compat  # the smoke subset of make test-compat
 @pytest.mark.parametrize("options, kinds", CORNER_BATCHES)
 @settings(max_examples=1)
 @given(data=st.data(), side=st.sampled_from(["left", "right"]))

@@ -54,7 +54,6 @@ GENERATE_CORNERS = [
 ]
 
 
-@pytest.mark.compat  # the smoke subset of make test-compat
 @DECODE_FAILS_ON_TRANSFORMERS_5_17
 @pytest.mark.parametrize("options, clip", GENERATE_CORNERS,
                          ids=["drops-3-5-fusion-7-2s", "no-stage1-video-only-4s", "no-stage3-6s"])

@@ -37,7 +37,6 @@ def assert_pruned_like_the_reference(model, inputs, options, logits, atol=1e-4):
     return stats
 
 
-@pytest.mark.compat
 @pytest.mark.parametrize("clip", [ClipSpec(video_seconds=4, seed=1), ClipSpec(video_seconds=4, audio_seconds=0, seed=2)],
                          ids=["with-audio", "video-only"])
 def test_bare_torch_compile_prunes_a_clip_like_the_reference_and_warns_nothing(tiny_thinker, clip, caplog):
@@ -52,7 +51,6 @@ def test_bare_torch_compile_prunes_a_clip_like_the_reference_and_warns_nothing(t
 
 
 @pytest.mark.slow
-@pytest.mark.compat
 def test_bare_torch_compile_with_inductor_prunes_like_the_reference(tiny_thinker, caplog):
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4, seed=3))
     with caplog.at_level(logging.WARNING, logger="seats_fx"):
@@ -70,7 +68,6 @@ def test_audio_only_prompt_is_pruned_without_warnings(tiny_thinker, caplog):
     assert seats_warnings(caplog) == []
 
 
-@pytest.mark.compat
 def test_retention_one_is_the_unpruned_model_exactly(tiny_thinker):
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4, seed=4))
     logits = compile_and_run(tiny_thinker, inputs, {"retention": 1.0, "inductor": False})
@@ -91,7 +88,6 @@ def _strip_module_stacks(backend):
     return stripped
 
 
-@pytest.mark.compat
 def test_missing_graph_metadata_is_never_a_silent_no_op(tiny_thinker, caplog):
     from seats_fx import SeatsBackend
 
@@ -113,7 +109,6 @@ def test_missing_graph_metadata_is_never_a_silent_no_op(tiny_thinker, caplog):
     torch._dynamo.reset()
 
 
-@pytest.mark.compat
 @DECODE_FAILS_ON_TRANSFORMERS_5_17
 def test_model_compile_then_generate_prunes_with_the_signal_it_has_like_the_reference(tiny_thinker, caplog):
     from generate_helpers import assert_step_logits_match, fresh_copy, generate_with_logits

@@ -37,7 +37,6 @@ def _seats_lines(caplog) -> list[str]:
 
 
 # ---- inputs -----------------------------------------------------------------------------------------
-@pytest.mark.compat  # the smoke subset of make test-compat
 def test_very_short_audio_track_in_a_clip(tiny_thinker):
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4, audio_seconds=0.3, seed=2))
     assert_matches_reference(tiny_thinker, inputs, dict(OPTIONS, retention=0.2), dynamic=True)
@@ -211,13 +210,14 @@ def test_inductor_cache_key_changes_with_the_options(tiny_thinker, tmp_path, mon
     from torch._dynamo.utils import counters
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", True)
+    # config.patch, not monkeypatch.setattr: undoing a setattr on Inductor's config module deletes the entry
+    # for the rest of the process ("torch._inductor.config.fx_graph_cache does not exist")
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=2, seed=1))
 
     def compile_and_count(options) -> tuple[int, int]:
         torch._dynamo.reset()
         counters.clear()
-        with torch.no_grad():
+        with torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=True):
             torch.compile(tiny_thinker, backend=SeatsBackend(options), dynamic=True)(**inputs)
         reference = seats_forward(tiny_thinker, inputs, options)
         assert torch.equal(last_stats().kept_positions, reference.kept_positions)

@@ -134,13 +134,16 @@ def test_distinct_programs_of_a_rewritten_decoder_do_not_grow_with_depth(decoder
 
 
 @pytest.mark.slow
-def test_inductor_compiles_each_shared_program_once(decoders):
+def test_inductor_compiles_each_shared_program_once(decoders, tmp_path, monkeypatch):
     """Lowered with Inductor for real: one torch.compile per distinct program, none per extra layer."""
     gm, plan, example_inputs = _located(decoders, DEPTHS[0])
     expected = gm(*example_inputs)
     split = partition(gm, PassContext(plan, SeatsConfig()), per_layer=True)
+    # a cache of its own: in a shared one another test's pieces are served by AOTAutograd's cache, which
+    # never reaches the FX-graph cache's counters
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     counters.clear()
-    with torch.no_grad():
+    with torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=True):
         got = split(*example_inputs)
         split(*example_inputs)
     programs = {id(piece.program): piece.program for piece in _pieces(split)}

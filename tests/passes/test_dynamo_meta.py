@@ -10,7 +10,6 @@ from torch.fx import Graph, GraphModule
 
 from seats_fx.passes import dynamo_meta as meta
 
-pytestmark = pytest.mark.compat
 
 
 class Block(nn.Module):

@@ -10,7 +10,6 @@ from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
 from seats_fx.passes.dynamo_meta import frame_module
 from seats_fx.passes.locate import (Unsupported, locate_decoder, locate_encoder_taps, locate_tap)
 
-pytestmark = pytest.mark.compat
 
 
 def captured_graphs(model, inputs, dynamic=None, **call_kwargs):
