@@ -159,7 +159,7 @@ def test_text_only_prompt_is_left_unpruned(tiny_thinker):
 @pytest.mark.slow
 def test_second_compile_with_other_options_obeys_them_without_cross_talk(tiny_thinker):
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=6))
-    first = dict(GRAPH_OPTIONS[1], retention=0.6, inductor=False)
+    first = dict(GRAPH_OPTIONS[1], retention=0.4, inductor=False)
     second = dict(GRAPH_OPTIONS[0], retention=0.1, inductor=False)
     for options in (first, second, first):
         _, stats, _ = run_compiled(tiny_thinker, inputs, options)
