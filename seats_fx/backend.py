@@ -257,8 +257,9 @@ class SeatsBackend:
             return _inductor(gm, example_inputs)
         except DATA_DEPENDENT_ERRORS as error:
             # a model's index bookkeeping (e.g. Qwen3-Omni's rope index sizes a view by a tensor) that Inductor
-            # cannot lower: run it as captured. Raised back to Dynamo instead, it would break the graph there
-            # and move the ops the selection taps into other graphs than the eager path sees
+            # cannot lower: run it as captured (compile_fx may have applied its semantics-preserving pre-grad
+            # passes to it first). Raised back to Dynamo instead, it would break the graph there and move the
+            # ops the selection taps into other graphs than the eager path sees
             if "not lowered" not in self._warned:  # not a pruning matter: info, once
                 self._warned.add("not lowered")
                 log.info("seats: a graph Inductor cannot lower (%s: %s) runs as captured", type(error).__name__,
