@@ -138,7 +138,8 @@ def test_inductor_compiles_each_shared_program_once(decoders, tmp_path, monkeypa
     """Lowered with Inductor for real: one torch.compile per distinct program, none per extra layer."""
     gm, plan, example_inputs = _located(decoders, DEPTHS[0])
     expected = gm(*example_inputs)
-    split = partition(gm, PassContext(plan, SeatsConfig()), per_layer=True)
+    # with a cache key, as the pass manager gives (without one Inductor bypasses its FX-graph cache)
+    split = partition(gm, PassContext(plan, SeatsConfig(), cache_key="compile-sharing-test"), per_layer=True)
     # a cache of its own: in a shared one another test's pieces are served by AOTAutograd's cache, which
     # never reaches the FX-graph cache's counters
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
