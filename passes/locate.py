@@ -109,16 +109,20 @@ def locate_tap(gm: GraphModule, token_ids: dict[str, tuple[int, ...]] | None) ->
     return TapPlan(inputs.index(ids_node), {k: tuple(sorted(v)) for k, v in found.items()}, weight_index)
 
 
+# the encoder towers of every supported family (their own lookups are not of token ids)
+_TOWER_CLASSES = tuple(kind for adapter in ADAPTERS for kind in (adapter.vision_encoder_class,
+                                                                  adapter.audio_encoder_class))
+
+
 def locate_embedding_tap(gm: GraphModule, frame: torch.nn.Module | None = None) -> tuple[int, int] | None:
     """Returns (token ids index, weight index) of a graph that looks up embeddings of an input tensor of
     token ids in a module's weight, or None. An encoder's own lookups (Qwen3-Omni's vision position
     embedding: a graph of the tower's frame, or nodes inside a tower) are not of token ids."""
-    towers = tuple(kind for adapter in ADAPTERS for kind in (adapter.vision_encoder_class, adapter.audio_encoder_class))
-    if isinstance(frame, towers):
+    if isinstance(frame, _TOWER_CLASSES):
         return None
     inputs = meta.placeholders(gm)
     for node in gm.graph.nodes:
-        if any(entry.type is not None and issubclass(entry.type, towers) for entry in meta.module_stack(node)):
+        if any(entry.type is not None and issubclass(entry.type, _TOWER_CLASSES) for entry in meta.module_stack(node)):
             continue
         if meta.is_call(node, meta.EMBEDDING_FUNCTIONS) and len(node.args) >= 2:
             ids, weight = node.args[0], node.args[1]

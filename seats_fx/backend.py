@@ -237,10 +237,11 @@ class SeatsBackend:
         _ensure_recompile_headroom()
 
     # ---- saying what was not done ---------------------------------------------------------------------
-    def warn_once(self, kind: str, message: str, *args) -> None:
+    def warn_once(self, kind: str, message: str, *args, level: int = logging.WARNING) -> None:
+        """Logs `message` the first time this backend meets `kind` (at `level`), never again."""
         if kind not in self._warned:
             self._warned.add(kind)
-            log.warning(message, *args)
+            log.log(level, message, *args)
 
     def report(self, reason: str, kind: str) -> None:
         """A prompt with media left unpruned, or pruned with a weaker signal, for a reason that is not the
@@ -260,10 +261,8 @@ class SeatsBackend:
             # cannot lower: run it as captured (compile_fx may have applied its semantics-preserving pre-grad
             # passes to it first). Raised back to Dynamo instead, it would break the graph there and move the
             # ops the selection taps into other graphs than the eager path sees
-            if "not lowered" not in self._warned:  # not a pruning matter: info, once
-                self._warned.add("not lowered")
-                log.info("seats: a graph Inductor cannot lower (%s: %s) runs as captured", type(error).__name__,
-                         str(error).splitlines()[0])
+            self.warn_once("not lowered", "seats: a graph Inductor cannot lower (%s: %s) runs as captured",
+                           type(error).__name__, str(error).splitlines()[0], level=logging.INFO)  # not a pruning matter
             return gm.forward
 
     def _unpruned(self, gm: GraphModule, example_inputs: list, reason: Unsupported,

@@ -92,12 +92,16 @@ COMPAT_SMOKE = (
 )
 
 
+def _listed(nodeid: str, names: tuple[str, ...]) -> bool:
+    """True when a list names the case itself, its test (every parametrization) or its file."""
+    return nodeid in names or nodeid.split("[")[0] in names or nodeid.split("::")[0] in names
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        name = item.nodeid.split("[")[0]
-        if item.nodeid in SLOW_FOR_TIME or name in SLOW_FOR_TIME:
+        if _listed(item.nodeid, SLOW_FOR_TIME):
             item.add_marker(pytest.mark.slow)
-        if item.nodeid in COMPAT_SMOKE or name in COMPAT_SMOKE or item.nodeid.split("::")[0] in COMPAT_SMOKE:
+        if _listed(item.nodeid, COMPAT_SMOKE):
             item.add_marker(pytest.mark.compat)
 
 

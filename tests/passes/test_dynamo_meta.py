@@ -11,7 +11,6 @@ from torch.fx import Graph, GraphModule
 from seats_fx.passes import dynamo_meta as meta
 
 
-
 class Block(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -11,7 +11,6 @@ from seats_fx.passes.dynamo_meta import frame_module
 from seats_fx.passes.locate import (Unsupported, locate_decoder, locate_encoder_taps, locate_tap)
 
 
-
 def captured_graphs(model, inputs, dynamic=None, **call_kwargs):
     """Returns, per Dynamo graph, what locate says about it (run while Dynamo's metadata is attached), with
     the facts a bare torch.compile(backend="seats") has: those of the module whose frame is compiled."""
