@@ -17,6 +17,8 @@ from typing import Callable
 import torch
 
 from seats_fx.config import SeatsConfig
+from seats_fx.decode_step import decode_mask_shared_by_all_layers
+from seats_fx.encoder_attention import SegmentChunks
 from seats_fx.models.layout import TEXT, build_token_layout
 from seats_fx.ops.budget import AUDIO, VIDEO
 from seats_fx.ops.gather import (KeepIndex, causal_mask, gather_square_mask, gather_tokens, keep_for_samples,
@@ -34,14 +36,19 @@ log = logging.getLogger("seats_fx")
 
 def _received(chunks, scale: float | None) -> torch.Tensor:
     """Returns attention received per token over encoder attention chunks of (1, H, n, hd) q and k: one
-    segment per chunk, bounds known on the host from the chunk shapes (no read), all chunks in one call."""
-    chunks = list(chunks)
-    lengths = [query.shape[2] for query, _ in chunks]
-    bounds = [0]
-    for length in lengths:
-        bounds.append(bounds[-1] + length)
-    query = torch.cat([q for q, _ in chunks], dim=2)[0].transpose(0, 1)  # (n, H, hd), as the reference holds it
-    key = torch.cat([k for _, k in chunks], dim=2)[0].transpose(0, 1)
+    segment per chunk, all chunks in one call. Graph taps give a list of chunks, whose shapes are the
+    bounds (no read); the fast encoders' record (SegmentChunks) gives the packed q/k and their cu_seqlens,
+    host-known once begin's transfer has carried them (_DeviceChecks), read here otherwise."""
+    if isinstance(chunks, SegmentChunks):
+        query, key = chunks.packed()
+        bounds = chunks.bounds()
+    else:
+        chunks = list(chunks)
+        bounds = [0]
+        for q, _ in chunks:
+            bounds.append(bounds[-1] + q.shape[2])
+        query = torch.cat([q for q, _ in chunks], dim=2)[0].transpose(0, 1)  # (n, H, hd), as the reference holds it
+        key = torch.cat([k for _, k in chunks], dim=2)[0].transpose(0, 1)
     return encoder_attention_received(query, key, bounds, scale if scale is not None else query.shape[-1] ** -0.5)
 
 
@@ -84,6 +91,7 @@ def glue_seconds() -> float:
 
 
 _PLACEHOLDER_KINDS = ("audio", "image", "video")  # placeholder token kinds, in the order stage-1 weights use
+_VISION_KINDS = ("image", "video")  # the kinds the vision tower encodes, one run each
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,8 @@ class _DeviceChecks:
     values: torch.Tensor
     members: torch.Tensor  # (3, B, L) bool: placeholder tokens of each _PLACEHOLDER_KINDS kind
     audios: int  # how many mel lengths follow the counts (0: the audio tower was not tapped)
+    # the fast encoders' records whose cu_seqlens follow the mel lengths, in order (their bounds on the host)
+    recorded: tuple[SegmentChunks, ...] = ()
 
     @staticmethod
     def of(call: "SeatsCall", inputs_embeds: torch.Tensor) -> "_DeviceChecks":
@@ -126,12 +136,29 @@ class _DeviceChecks:
         mel = taps.mel_lengths if taps is not None and call.plan.stage1 else None
         if mel is not None:
             parts.append(mel.reshape(-1).long())
-        return _DeviceChecks(torch.cat(parts), members, 0 if mel is None else mel.numel())
+        recorded = _device_bounded_records(taps) if taps is not None and call.plan.stage1 else ()
+        # cat promotes the records' (int32) cu_seqlens to long: no op of their own
+        parts += [record.cu_seqlens.to(ids.device) for record in recorded]
+        return _DeviceChecks(torch.cat(parts), members, 0 if mel is None else mel.numel(), recorded)
 
     def read(self, values: list[int]) -> _Seen:
+        """Returns what the values tell the host, and gives each fast-encoder record its segment bounds."""
         kinds = len(_PLACEHOLDER_KINDS)
+        at = 1 + kinds + self.audios
+        for record in self.recorded:
+            count = record.cu_seqlens.numel()
+            record.set_host_bounds(values[at:at + count])
+            at += count
         return _Seen(bool(values[0]), dict(zip(_PLACEHOLDER_KINDS, values[1:1 + kinds])),
                      values[1 + kinds:1 + kinds + self.audios] if self.audios else None)
+
+
+def _device_bounded_records(taps: EncoderTaps) -> tuple[SegmentChunks, ...]:
+    """Returns the encoder records stage 1 may read whose segment bounds are on the device (the fast
+    encoders' SegmentChunks): the audio tower's, and the last vision runs', one per vision placeholder kind
+    at most (SeatsCall._stage1_weights takes the last runs, one per kind present)."""
+    vision = [run.chunks for run in taps.vision_runs if run.chunks is not None][-len(_VISION_KINDS):]
+    return tuple(chunks for chunks in [taps.audio_chunks, *vision] if isinstance(chunks, SegmentChunks))
 
 
 class SeatsCall:
@@ -245,7 +272,7 @@ class SeatsCall:
         if seen.tokens["audio"]:
             values.append(self._signal("audio", seen.tokens["audio"],
                                        lambda: self._audio_weights(taps, seen.mel_lengths)))
-        groups = [kind for kind in ("image", "video") if seen.tokens[kind]]
+        groups = [kind for kind in _VISION_KINDS if seen.tokens[kind]]
         runs = [r for r in taps.vision_runs if r.chunks is not None][-len(groups):] if groups else []
         for index, kind in enumerate(groups):
             run = runs[index] if len(runs) == len(groups) else None
@@ -444,21 +471,35 @@ class SeatsCall:
         return full.scatter(1, target[:, :, None].expand(-1, -1, hidden.shape[2]), hidden)[:, :length]
 
     def align_cache(self, written: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """Returns the keys/values the layers hand to the KV cache, all at one width when the prompt is padded.
+        """Returns the keys/values the layers hand to the KV cache, all at one width when the decode steps
+        will get one mask for all layers.
 
-        With padding, transformers builds a decode step's mask from its 2-D padding mask once, sized by
-        layer 0's cache, for all layers; layers that cached different counts cannot share it. So each
-        layer's entries are filled up at the front (zeros, recorded as not valid) to the widest layer's
-        count; the decode step then gives each layer its own mask over them.
+        transformers builds that mask once, sized by layer 0's cache, for all layers: from the 2-D padding
+        mask when the prompt is padded, and always in versions that materialize it under Dynamo (transformers
+        5.17; decode_step.decode_mask_shared_by_all_layers probes it). Layers that cached different counts
+        cannot share it (Dynamo's trace of the step fails before seats sees it). So each layer's entries are
+        filled up at the front (zeros, recorded as not valid) to the widest layer's count; the decode step then
+        gives each layer its own mask over them. Otherwise the cache keeps its per-layer counts (no fillers).
         """
         record = prefill_record()
-        if not self.active or not self.padded_prompt or record is None:
+        if not self.active or record is None:
+            return written
+        if not self.padded_prompt and (len(set(record.layer_lengths)) == 1 or not decode_mask_shared_by_all_layers()):
             return written
         width = max(t.shape[-2] for t in written)
-        aligned = tuple(torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0)) for t in written)
-        valid = record.valid_entries(self.valid.device)
+        # the widest layers' entries stay as they are: no op for them
+        aligned = tuple(t if t.shape[-2] == width else torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0))
+                        for t in written)
         missing = [width - n for n in record.layer_lengths]
-        valid = [torch.nn.functional.pad(v, (m, 0), value=False) for v, m in zip(valid, missing)]
+        device = self.valid.device
+        if record.layer_valid is None:
+            # every cached entry is a real token: a layer's valid entries are those after its fillers, one
+            # comparison for all layers
+            after_fillers = torch.arange(width, device=device) >= host_table(missing, device)[:, None]
+            valid = list(after_fillers[:, None].expand(-1, self.valid.shape[0], -1).unbind(0))
+        else:
+            valid = [v if m == 0 else torch.nn.functional.pad(v, (m, 0), value=False)
+                     for v, m in zip(record.valid_entries(device), missing)]
         set_prefill_record(PrefillRecord(record.input_length, [width] * len(valid), valid, record.next_position))
         return aligned
 

@@ -4,13 +4,64 @@ After a pruned prefill each decoder layer cached a different number of tokens. t
 decode step's inputs from the cache of layer 0: its length stands for "tokens seen" (the position of
 the new token, when no padding mask is passed) and sizes the one attention mask all layers share.
 The rewritten decode graph calls `seats_decode_step` once, before the first layer, to put both right.
+
+That shared mask can only be replaced once Dynamo has traced the step, and Dynamo's trace of the layers runs
+them on it: where transformers materializes it, the layers must cache one width (SeatsCall.align_cache).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+
 import torch
 
 from seats_fx.runtime import PrefillRecord, prefill_record
+
+log = logging.getLogger("seats_fx")
+
+
+@functools.cache
+def decode_mask_shared_by_all_layers() -> bool:
+    """True when transformers, traced by Dynamo, hands a one-token step without a padding mask a materialized
+    SDPA mask (sized from layer 0's cache, for every layer), False when it passes None (each layer attends to
+    its own cache). Then a pruned cache, whose layers hold different counts, breaks Dynamo's trace of the first
+    decode step before seats sees its graph ("The size of tensor a (s95 + 1) must match ... (s53 + 1)").
+
+    Probed, not read from a version: the answer depends on transformers and torch together (measured:
+    transformers 5.17 with torch 2.11 materializes it, 5.23 with torch 2.13 and 2.14.1 does not; 5.23 skips
+    it only where Dynamo does not fold torch.compiler.is_exporting() to True, which torch 2.11's Dynamo does).
+    The probe traces transformers' create_causal_mask once per process with Dynamo (about 1.5 s on a CPU),
+    for SDPA (the thinkers' default attention), over a two-layer cache; its compile is left out of Dynamo's
+    counters (it is seats' own, not the user's). If it cannot run, the answer is True: one-width caches decode
+    under either behaviour (the fillers cost memory and decode compute, not correctness)."""
+    from torch._dynamo.utils import counters
+    from transformers import PretrainedConfig
+    from transformers.cache_utils import DynamicCache
+    from transformers.masking_utils import create_causal_mask
+
+    config = PretrainedConfig()
+    config._attn_implementation = "sdpa"
+    cache = DynamicCache()
+    for layer, length in enumerate((3, 2)):  # the shape of a pruned cache: a later layer holds fewer tokens
+        cache.update(torch.zeros(1, 1, length, 4), torch.zeros(1, 1, length, 4), layer)
+
+    def one_token_step_mask(token: torch.Tensor, positions: torch.Tensor):
+        return create_causal_mask(config=config, inputs_embeds=token, attention_mask=None, past_key_values=cache,
+                                  position_ids=positions)
+
+    saved = {group: counter.copy() for group, counter in counters.items()}
+    try:
+        mask = torch.compile(one_token_step_mask, backend="eager", fullgraph=True)(
+            torch.zeros(1, 1, 4), torch.tensor([[3]]))
+    except Exception as error:  # whatever stops the probe: fall back to what decodes either way
+        log.warning("seats: could not probe how transformers masks a decode step under Dynamo (%s: %s); pruned "
+                    "KV caches are written at one width", type(error).__name__, error)
+        return True
+    finally:
+        counters.clear()
+        counters.update(saved)
+    return mask is not None
 
 
 def _steps_since_prefill(record: PrefillRecord, lengths: list[int]) -> int:

@@ -123,15 +123,41 @@ def segment_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
 
 class SegmentChunks(Sequence):
     """The per-segment (q, k) of one attention call, each (1, H, n, hd) as runtime.record_attention_chunks
-    takes them, split only when read: recording costs no host sync and no copy per call."""
+    takes them, split only when read: recording costs no host sync and no copy per call.
+
+    The segment bounds are the call's cu_seqlens, on the device. The selection learns them in begin's one
+    host transfer and hands them back with set_host_bounds; reading the chunks before that reads the bounds
+    (one host read, a GPU stall on CUDA)."""
 
     def __init__(self, query: torch.Tensor, key: torch.Tensor, cu_seqlens: torch.Tensor) -> None:
         self.query, self.key, self.cu_seqlens = query, key, cu_seqlens
+        self._host_bounds: list[int] | None = None
         self._chunks: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def set_host_bounds(self, bounds: Sequence[int]) -> None:
+        """Gives the values of cu_seqlens, read on the host elsewhere (in a transfer that was made anyway)."""
+        bounds = [int(b) for b in bounds]
+        total = self.query.shape[2]
+        if (len(bounds) != self.cu_seqlens.numel() or bounds[0] != 0 or bounds[-1] != total
+                or any(end < start for start, end in zip(bounds[:-1], bounds[1:]))):
+            raise ValueError(f"expected the {self.cu_seqlens.numel()} non-decreasing segment bounds of this call, "
+                             f"from 0 to its {total} tokens, got {bounds}")
+        self._host_bounds, self._chunks = bounds, None
+
+    def bounds(self) -> list[int]:
+        """Returns cu_seqlens as host integers: those given to set_host_bounds, else read (one host read)."""
+        if self._host_bounds is None:
+            self._host_bounds = self.cu_seqlens.tolist()
+        return self._host_bounds
+
+    def packed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (query, key), each (N, H, hd) over all segments (views, no copy)."""
+        return self.query[0].transpose(0, 1), self.key[0].transpose(0, 1)
 
     def _split(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if self._chunks is None:
-            lengths = (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).tolist()
+            bounds = self.bounds()
+            lengths = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
             self._chunks = list(zip(self.query.split(lengths, dim=2), self.key.split(lengths, dim=2)))
         return self._chunks
 

@@ -87,7 +87,9 @@ class VisionRun:
 
 @dataclass
 class EncoderTaps:
-    """What the encoder graphs of the current forward saw, for the stage-1 weights."""
+    """What the encoder graphs of the current forward saw, for the stage-1 weights. Chunks are a list of
+    per-segment (q, k) from graph taps (bounds known from their shapes), or the fast encoders' record
+    (encoder_attention.SegmentChunks: packed q/k, bounds on the device until begin's transfer carries them)."""
 
     mel_lengths: torch.Tensor | None = None
     audio_chunks: list[tuple[torch.Tensor, torch.Tensor]] | None = None
