@@ -1,29 +1,25 @@
 """Helpers shared by the generate() and batch tests (pytest puts this folder on sys.path)."""
 
-from copy import deepcopy
-
-import pytest
 import torch
-import transformers
-from packaging.version import Version
 
 import seats_fx
+from seats_fx.decode_step import decode_mask_shared_by_all_layers
+
+from eager_towers import fresh_copy, towers_run_eagerly  # noqa: F401 (fresh_copy: used by the generate tests)
 
 _compiled: dict = {}
 
 
-def fresh_copy(model):
-    """A new thinker with `model`'s weights and a config of its own (seats_fx.compile changes the model it is
-    given; a test may change the copy's config, which must not reach the session's model)."""
-    copy = type(model)(deepcopy(model.config)).eval()
-    copy.load_state_dict(model.state_dict())
-    return copy
-
-
-def compiled_copy(model, options: dict):
-    key = (id(model), tuple(sorted(options.items())))
+def compiled_copy(model, options: dict, eager_towers: bool = True):
+    """seats_fx.compile of a fresh copy of `model`, one per option set. eager_towers (the default): the copy's
+    towers run eagerly (eager_towers.towers_run_eagerly), so the compile traces the decoder only and a new
+    clip structure costs no retrace; the generate and batch tests are about the decoder."""
+    key = (id(model), tuple(sorted(options.items())), eager_towers)
     if key not in _compiled:
-        _compiled[key] = seats_fx.compile(fresh_copy(model), options)
+        copy = fresh_copy(model)
+        if eager_towers:
+            towers_run_eagerly(copy)
+        _compiled[key] = seats_fx.compile(copy, options)
     return _compiled[key]
 
 
@@ -53,10 +49,10 @@ def cache_lengths(cache) -> list[int]:
     return [layer.keys.shape[-2] for layer in cache.layers]
 
 
-# Measured under make test-compat: on transformers 5.17 the first decode step after a pruned prefill fails in
-# the compiled decoder (SDPA: a mask over the unpruned length, 82, against the pruned cache's 80 keys), so
-# generate() after a pruned prefill does not work there yet; 5.23 (the default pin) and the forward pass on
-# 5.17 do. Strict: the mark fails the run once 5.17 works, so it cannot outlive the gap.
-DECODE_FAILS_ON_TRANSFORMERS_5_17 = pytest.mark.xfail(
-    Version(transformers.__version__) < Version("5.18"), strict=True,
-    reason="transformers 5.17: the decode step's attention mask keeps the unpruned length (README, Supported versions)")
+def expected_cache_lengths(per_layer: list[int]) -> list[int]:
+    """The KV-cache lengths a pruned prefill leaves: each layer's own count, or every layer at the widest one
+    (fillers, SeatsCall.align_cache) where transformers gives a decode step one mask for all layers
+    (transformers 5.17; decode_step.decode_mask_shared_by_all_layers)."""
+    if len(set(per_layer)) > 1 and decode_mask_shared_by_all_layers():
+        return [max(per_layer)] * len(per_layer)
+    return list(per_layer)

@@ -12,6 +12,8 @@ from seats_fx.models.synthetic import ClipSpec, synthetic_audio_inputs, syntheti
 from seats_fx.reference import seats_forward
 from seats_fx.runtime import set_last_stats
 
+from eager_towers import towers_run_eagerly
+
 # the graph depends on these (block boundaries, fusion layer, stage switches); retention does not
 # an early late block leaves fewer layers to average the retention over: stage 1 must keep more
 # (encoder_ratio_scale) for the targets below to be reachable (StagePlan refuses unreachable ones)
@@ -28,7 +30,7 @@ GRAPH_OPTIONS = [
 _compiled: dict = {}
 
 
-def compiled_model(model, options: dict, dynamic=None):
+def compiled_model(model, options: dict, dynamic=True):
     """One compiled wrapper per option set (compiling is the slow part; inputs vary freely)."""
     key = (id(model), tuple(sorted(options.items())), dynamic)
     if key not in _compiled:
@@ -37,7 +39,7 @@ def compiled_model(model, options: dict, dynamic=None):
     return _compiled[key]
 
 
-def run_compiled(model, inputs, options, dynamic=None):
+def run_compiled(model, inputs, options, dynamic=True):
     compiled, backend = compiled_model(model, options, dynamic)
     set_last_stats(None)
     with torch.no_grad():
@@ -47,7 +49,7 @@ def run_compiled(model, inputs, options, dynamic=None):
     return logits, stats, backend
 
 
-def assert_matches_reference(model, inputs, options, atol=1e-4, dynamic=None):
+def assert_matches_reference(model, inputs, options, atol=1e-4, dynamic=True):
     logits, stats, _ = run_compiled(model, inputs, options, dynamic)
     reference = seats_forward(model, inputs, options)
     assert stats.pruned, stats.skipped
@@ -67,10 +69,8 @@ def assert_matches_reference(model, inputs, options, atol=1e-4, dynamic=None):
     return stats
 
 
-# Each distinct clip structure (number of frames, of audio chunks) makes Dynamo trace the encoders' chunk
-# loops again, and each option set is a new compile: the default suite samples a few of both and varies
-# the clip content freely; the slow suite widens everything.
-few_clips = st.builds(ClipSpec, video_seconds=st.sampled_from([4, 8]), seed=st.integers(0, 10_000))
+# Each option set is one dynamic compile (the towers run eagerly: a new clip structure costs no retrace), so
+# the default suite draws a few clips of any structure per set; the slow suite searches 200.
 OPTION_SETS = [dict(GRAPH_OPTIONS[0], retention=0.1), dict(GRAPH_OPTIONS[1], retention=0.3),
                dict(GRAPH_OPTIONS[2], retention=0.05), dict(GRAPH_OPTIONS[3], video_retention=0.2,
                                                              audio_retention=0.5)]
@@ -79,24 +79,24 @@ clips = st.builds(ClipSpec, video_seconds=st.integers(1, 12), audio_seconds=st.s
 
 
 # every option set each run (one compile each; the first is in make test-compat's smoke subset); the
-# 200-example search over more option sets and clips is the slow tier's
+# 200-example search over more option sets is the slow tier's
 @pytest.mark.parametrize("options", [pytest.param(OPTION_SETS[0], id="drops-3-5"),
                                      pytest.param(OPTION_SETS[1], id="drop-2-late-5"),
                                      pytest.param(OPTION_SETS[2], id="no-stage1"),
                                      pytest.param(OPTION_SETS[3], id="no-stage3")])
-@settings(max_examples=1)
-@given(clip=few_clips)
-def test_kept_indices_and_logits_match_reference_without_inductor(tiny_thinker, options, clip):
+@settings(max_examples=3)
+@given(clip=clips)
+def test_kept_indices_and_logits_match_reference_without_inductor(thinker_eager_towers, options, clip):
     options = dict(options, inductor=False)
-    assert_matches_reference(tiny_thinker, synthetic_clip_inputs(tiny_thinker.config, clip), options, dynamic=True)
+    assert_matches_reference(thinker_eager_towers, synthetic_clip_inputs(thinker_eager_towers.config, clip), options)
 
 
 @pytest.mark.slow
 @settings(max_examples=200)
 @given(options=st.sampled_from(OPTION_SETS + [dict(GRAPH_OPTIONS[4], retention=0.15)]), clip=clips)
-def test_kept_indices_and_logits_match_reference_without_inductor_wide(tiny_thinker, options, clip):
+def test_kept_indices_and_logits_match_reference_without_inductor_wide(thinker_eager_towers, options, clip):
     options = dict(options, inductor=False)
-    assert_matches_reference(tiny_thinker, synthetic_clip_inputs(tiny_thinker.config, clip), options)
+    assert_matches_reference(thinker_eager_towers, synthetic_clip_inputs(thinker_eager_towers.config, clip), options)
 
 
 # with Inductor: the option sets other than the first (its Inductor lowering is checked over three lengths in
@@ -105,69 +105,69 @@ def test_kept_indices_and_logits_match_reference_without_inductor_wide(tiny_thin
 @pytest.mark.slow
 @pytest.mark.parametrize("options", OPTION_SETS[1:], ids=["drop-2-late-5", "no-stage1", "no-stage3"])
 @settings(max_examples=3)
-@given(clip=few_clips)
-def test_kept_indices_and_logits_match_reference_with_inductor(tiny_thinker, options, clip):
-    assert_matches_reference(tiny_thinker, synthetic_clip_inputs(tiny_thinker.config, clip), options, dynamic=True)
+@given(clip=clips)
+def test_kept_indices_and_logits_match_reference_with_inductor(thinker_eager_towers, options, clip):
+    assert_matches_reference(thinker_eager_towers, synthetic_clip_inputs(thinker_eager_towers.config, clip), options)
 
 
-def test_inductor_matches_reference_and_recompiles_at_most_once_over_three_lengths(tiny_thinker):
+def test_inductor_matches_reference_and_recompiles_at_most_once_over_three_lengths(thinker_eager_towers):
     options = dict(GRAPH_OPTIONS[0], retention=0.1)
     for seconds in (4, 7, 10):
-        stats = assert_matches_reference(tiny_thinker, synthetic_clip_inputs(tiny_thinker.config,
-                                                                              ClipSpec(video_seconds=seconds)), options)
+        inputs = synthetic_clip_inputs(thinker_eager_towers.config, ClipSpec(video_seconds=seconds))
+        stats = assert_matches_reference(thinker_eager_towers, inputs, options, dynamic=None)
         assert stats.layer_tokens[-1] == stats.input_counts["text"]
-    _, backend = compiled_model(tiny_thinker, options)
+    _, backend = compiled_model(thinker_eager_towers, options, dynamic=None)  # torch.compile's default
     assert backend.decoder_compiles <= 2, f"{backend.decoder_compiles} decoder compiles for 3 lengths"
 
 
 @pytest.mark.slow
-def test_position_ids_passed_in_are_pruned_too(tiny_thinker):
-    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=6))
-    positions, _ = tiny_thinker.model.get_rope_index(
+def test_position_ids_passed_in_are_pruned_too(thinker_eager_towers):
+    inputs = synthetic_clip_inputs(thinker_eager_towers.config, ClipSpec(video_seconds=6))
+    positions, _ = thinker_eager_towers.model.get_rope_index(
         inputs["input_ids"], None, inputs["video_grid_thw"], inputs["attention_mask"], True,
         inputs["feature_attention_mask"].sum(-1), inputs["video_second_per_grid"])
     options = dict(GRAPH_OPTIONS[0], retention=0.2, inductor=False)
     for rows in (positions, torch.cat([torch.arange(positions.shape[-1]).view(1, 1, -1), positions])):
-        compiled, _ = compiled_model(tiny_thinker, options)
+        compiled, _ = compiled_model(thinker_eager_towers, options)
         with torch.no_grad():
             logits = compiled(**inputs, position_ids=rows).logits
         stats = last_stats()
-        reference = seats_forward(tiny_thinker, inputs, options)
+        reference = seats_forward(thinker_eager_towers, inputs, options)
         assert stats.pruned and torch.equal(stats.kept_positions, reference.kept_positions)
         torch.testing.assert_close(logits[:, -1], reference.last_logits, atol=1e-4, rtol=0)
 
 
 @pytest.mark.slow  # keep-everything without Inductor: test_generate.py; pruned with Inductor: above
-def test_keep_everything_equals_plain_inductor(tiny_thinker):
-    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4))
-    logits, stats, _ = run_compiled(tiny_thinker, inputs, dict(retention=1.0, stage3=False))
+def test_keep_everything_equals_plain_inductor(thinker_eager_towers):
+    inputs = synthetic_clip_inputs(thinker_eager_towers.config, ClipSpec(video_seconds=4))
+    logits, stats, _ = run_compiled(thinker_eager_towers, inputs, dict(retention=1.0, stage3=False), dynamic=False)
     # keep-everything leaves the graphs untouched (no stage runs), and says so
     assert not stats.pruned and "retention 1.0" in stats.skipped
     with torch.no_grad():
-        expected = torch.compile(tiny_thinker, backend="inductor")(**inputs).logits
-        eager = tiny_thinker(**inputs).logits
+        expected = torch.compile(thinker_eager_towers, backend="inductor")(**inputs).logits
+        eager = thinker_eager_towers(**inputs).logits
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=0)
     torch.testing.assert_close(logits, eager, atol=1e-4, rtol=0)
 
 
-def test_text_only_prompt_is_left_unpruned(tiny_thinker):
+def test_text_only_prompt_is_left_unpruned(thinker_eager_towers):
     ids = torch.randint(0, 900, (1, 20))
-    logits, stats, _ = run_compiled(tiny_thinker, {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+    logits, stats, _ = run_compiled(thinker_eager_towers, {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
                                     dict(GRAPH_OPTIONS[0], inductor=False))
     assert not stats.pruned and "no video or audio" in stats.skipped
     with torch.no_grad():
-        expected = tiny_thinker(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        expected = thinker_eager_towers(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
 
 
 @pytest.mark.slow
-def test_second_compile_with_other_options_obeys_them_without_cross_talk(tiny_thinker):
-    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=6))
+def test_second_compile_with_other_options_obeys_them_without_cross_talk(thinker_eager_towers):
+    inputs = synthetic_clip_inputs(thinker_eager_towers.config, ClipSpec(video_seconds=6))
     first = dict(GRAPH_OPTIONS[1], retention=0.4, inductor=False)
     second = dict(GRAPH_OPTIONS[0], retention=0.1, inductor=False)
     for options in (first, second, first):
-        _, stats, _ = run_compiled(tiny_thinker, inputs, options)
-        reference = seats_forward(tiny_thinker, inputs, options)
+        _, stats, _ = run_compiled(thinker_eager_towers, inputs, options)
+        reference = seats_forward(thinker_eager_towers, inputs, options)
         assert stats.layer_counts == reference.layer_counts
     assert SeatsBackend(first).manager.uuid() != SeatsBackend(second).manager.uuid()
 
@@ -182,7 +182,7 @@ def test_unsupported_decoder_is_left_untouched_with_one_log_line(caplog):
     config.text_config.sliding_window = 16
     config.text_config.layer_types = ["full_attention", "sliding_attention", "full_attention"]
     torch.manual_seed(0)
-    model = Qwen2_5OmniThinkerForConditionalGeneration(config).eval()
+    model = towers_run_eagerly(Qwen2_5OmniThinkerForConditionalGeneration(config).eval())  # the decoder is refused
     inputs = synthetic_clip_inputs(config, ClipSpec(video_seconds=2))
     with caplog.at_level(logging.WARNING, logger="seats_fx"), torch.no_grad():
         logits = torch.compile(model, backend=SeatsBackend({"inductor": False}))(**inputs).logits
@@ -196,7 +196,8 @@ def test_unsupported_decoder_is_left_untouched_with_one_log_line(caplog):
         torch.compile(model, backend=SeatsBackend({"inductor": False, "strict": True}))(**inputs)
 
 
-def test_bad_options_raise_with_the_known_ones(tiny_thinker):
+def test_bad_options_raise_with_the_known_ones(thinker_eager_towers):
+    tiny_thinker = thinker_eager_towers
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=2))
     torch._dynamo.reset()
     with pytest.raises(Exception, match="known options"), torch.no_grad():
@@ -206,15 +207,15 @@ def test_bad_options_raise_with_the_known_ones(tiny_thinker):
 
 
 @pytest.mark.slow
-def test_inputs_embeds_without_input_ids_is_left_unpruned_and_says_why(tiny_thinker):
-    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4))
-    embeds = tiny_thinker.get_input_embeddings()(inputs["input_ids"]).detach()
-    compiled, _ = compiled_model(tiny_thinker, dict(GRAPH_OPTIONS[0], inductor=False))
-    run_compiled(tiny_thinker, inputs, dict(GRAPH_OPTIONS[0], inductor=False))  # leaves a consumed tap behind
+def test_inputs_embeds_without_input_ids_is_left_unpruned_and_says_why(thinker_eager_towers):
+    inputs = synthetic_clip_inputs(thinker_eager_towers.config, ClipSpec(video_seconds=4))
+    embeds = thinker_eager_towers.get_input_embeddings()(inputs["input_ids"]).detach()
+    compiled, _ = compiled_model(thinker_eager_towers, dict(GRAPH_OPTIONS[0], inductor=False))
+    run_compiled(thinker_eager_towers, inputs, dict(GRAPH_OPTIONS[0], inductor=False))  # leaves a consumed tap behind
     set_last_stats(None)
     with torch.no_grad():
         logits = compiled(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits
-        expected = tiny_thinker(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits
+        expected = thinker_eager_towers(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits
     stats = last_stats()
     assert not stats.pruned and "input_ids" in stats.skipped
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
@@ -222,17 +223,17 @@ def test_inputs_embeds_without_input_ids_is_left_unpruned_and_says_why(tiny_thin
 
 @pytest.mark.parametrize("clip", [ClipSpec(video_seconds=6, audio_seconds=0), ClipSpec(video_seconds=1)],
                          ids=["video-without-audio", "half-window"])
-def test_partial_clips_match_reference(tiny_thinker, clip):
-    assert_matches_reference(tiny_thinker, synthetic_clip_inputs(tiny_thinker.config, clip),
-                             dict(GRAPH_OPTIONS[0], retention=0.2, inductor=False), dynamic=True)
+def test_partial_clips_match_reference(thinker_eager_towers, clip):
+    assert_matches_reference(thinker_eager_towers, synthetic_clip_inputs(thinker_eager_towers.config, clip),
+                             dict(GRAPH_OPTIONS[0], retention=0.2, inductor=False))
 
 
 @pytest.mark.parametrize("build", [lambda c: synthetic_image_inputs(c), lambda c: synthetic_image_inputs(c, 56, 84, 3),
                                    lambda c: synthetic_audio_inputs(c, 6.0), lambda c: synthetic_audio_inputs(c, 0.7)],
                          ids=["image-only", "small-image", "audio-only", "one-window-audio"])
-def test_single_modality_prompts_match_reference(tiny_thinker, build):
-    inputs = build(tiny_thinker.config)
-    stats = assert_matches_reference(tiny_thinker, inputs, dict(GRAPH_OPTIONS[0], retention=0.2, inductor=False),
+def test_single_modality_prompts_match_reference(thinker_eager_towers, build):
+    inputs = build(thinker_eager_towers.config)
+    stats = assert_matches_reference(thinker_eager_towers, inputs, dict(GRAPH_OPTIONS[0], retention=0.2, inductor=False),
                                      dynamic=True)
     present = [name for name in ("video", "audio") if stats.input_counts[name]]
     assert len(present) == 1 and stats.layer_counts[-1][present[0]] == 0

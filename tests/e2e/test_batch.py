@@ -28,7 +28,7 @@ def pad_id(model) -> int:
 def compiled(model, options):
     key = tuple(sorted(options.items()))
     if key not in _compiled:
-        _compiled[key] = torch.compile(model, backend=SeatsBackend(options))
+        _compiled[key] = torch.compile(model, backend=SeatsBackend(options), dynamic=True)
     return _compiled[key]
 
 
@@ -101,15 +101,15 @@ CORNER_BATCHES = [
 @pytest.mark.parametrize("options, kinds", CORNER_BATCHES)
 @settings(max_examples=1)
 @given(data=st.data(), side=st.sampled_from(["left", "right"]))
-def test_each_sample_keeps_what_it_keeps_alone(tiny_thinker, options, kinds, data, side):
-    check_each_sample_alone(tiny_thinker, options, data.draw(batches(kinds)), side)
+def test_each_sample_keeps_what_it_keeps_alone(thinker_eager_towers, options, kinds, data, side):
+    check_each_sample_alone(thinker_eager_towers, options, data.draw(batches(kinds)), side)
 
 
 @pytest.mark.slow
 @settings(max_examples=10)  # each case runs the batch and each of its samples, compiled and in the reference
 @given(options=st.sampled_from(OPTIONS), batch=batches(), side=st.sampled_from(["left", "right"]))
-def test_each_sample_keeps_what_it_keeps_alone_wide(tiny_thinker, options, batch, side):
-    check_each_sample_alone(tiny_thinker, options, batch, side)
+def test_each_sample_keeps_what_it_keeps_alone_wide(thinker_eager_towers, options, batch, side):
+    check_each_sample_alone(thinker_eager_towers, options, batch, side)
 
 
 def expected_rows(alone, stages, length: int) -> list[torch.Tensor]:
@@ -125,13 +125,13 @@ def expected_rows(alone, stages, length: int) -> list[torch.Tensor]:
     return rows
 
 
-def check_each_sample_alone(tiny_thinker, options, batch_spec, side):
+def check_each_sample_alone(model, options, batch_spec, side):
     options = dict(options, inductor=False)
     kinds, seconds, seeds = batch_spec
-    singles = [sample_inputs(tiny_thinker.config, kind, s, seed) for kind, s, seed in zip(kinds, seconds, seeds)]
-    batch = mixed_batch(singles, pad_id(tiny_thinker), side)
+    singles = [sample_inputs(model.config, kind, s, seed) for kind, s, seed in zip(kinds, seconds, seeds)]
+    batch = mixed_batch(singles, pad_id(model), side)
     with torch.no_grad():
-        logits = compiled(tiny_thinker, options)(**batch).logits
+        logits = compiled(model, options)(**batch).logits
     stats = last_stats()
     assert stats.pruned, stats.skipped
     assert len(stats.stage_positions) == len(stats.stages)
@@ -142,7 +142,7 @@ def check_each_sample_alone(tiny_thinker, options, batch_spec, side):
         kept = stats.kept_positions[b]
         kept = kept[kept >= 0]  # -1: entries that only fill this sample up to the batch's width
         assert bool((batch["attention_mask"][b, kept] == 1).all()), "a padding position was kept"
-        alone = seats_forward(tiny_thinker, single, options)
+        alone = seats_forward(model, single, options)
         assert torch.equal(kept - offset, alone.kept_positions[0]), kinds[b]
         for got, expected, (stage, layer, _) in zip(stats.stage_positions, expected_rows(alone, stats.stages, length),
                                                      stats.stages):
@@ -154,20 +154,20 @@ def check_each_sample_alone(tiny_thinker, options, batch_spec, side):
 @pytest.mark.parametrize("seconds", [pytest.param((4, 4), marks=pytest.mark.slow), (4, 2),
                                      pytest.param((6, 2, 4), marks=pytest.mark.slow)],
                          ids=["equal-lengths", "padded", "three-padded"])
-def test_batch_generate_matches_each_sample_alone(tiny_thinker, seconds):
+def test_batch_generate_matches_each_sample_alone(thinker_eager_towers, seconds):
     # equal lengths: generate() passes no padding mask and each layer caches its own count; padded:
     # every layer caches one width (fillers masked) so transformers' one decode mask fits them all
     options = dict(OPTIONS[0], inductor=False)
-    singles = [synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=s, seed=i))
+    singles = [synthetic_clip_inputs(thinker_eager_towers.config, ClipSpec(video_seconds=s, seed=i))
                for i, s in enumerate(seconds)]
-    batch = batch_inputs(singles, pad_id(tiny_thinker))
-    model = compiled_copy(tiny_thinker, options)
-    model.generation_config.pad_token_id = pad_id(tiny_thinker)
+    batch = batch_inputs(singles, pad_id(thinker_eager_towers))
+    model = compiled_copy(thinker_eager_towers, options)
+    model.generation_config.pad_token_id = pad_id(thinker_eager_towers)
     generated, cache, logits = generate_with_logits(model, batch, 5)
     stats = last_stats()
     assert stats.pruned, stats.skipped
     for b, single in enumerate(singles):
-        alone = seats_generate(tiny_thinker, single, options, max_new_tokens=5)
+        alone = seats_generate(thinker_eager_towers, single, options, max_new_tokens=5)
         assert_step_logits_match([step[b:b + 1] for step in logits], alone.logits, atol=1e-4)
         assert generated[b].tolist() == alone.tokens[0].tolist(), f"sample {b}"
     widths = {layer.keys.shape[-2] for layer in cache.layers}

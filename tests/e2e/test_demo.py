@@ -3,7 +3,6 @@ import dataclasses
 import pytest
 
 from seats_fx.demo import DemoSpec, run_demo
-from seats_fx.models.configs import TinySpec
 from seats_fx.models.synthetic import ClipSpec
 
 

@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent("""
 
 def test_fresh_process_prunes_to_about_a_tenth(tmp_path, tiny_thinker):
     tiny_thinker.save_pretrained(tmp_path / "model")
-    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=10))
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=6))
     torch.save(inputs, tmp_path / "inputs.pt")
     (tmp_path / "run.py").write_text(SCRIPT)
     done = subprocess.run([sys.executable, str(tmp_path / "run.py"), str(tmp_path / "model"),

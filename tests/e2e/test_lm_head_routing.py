@@ -18,8 +18,9 @@ OPTIONS = dict(GRAPH_OPTIONS[0], retention=0.2, inductor=False)
 CLIP = ClipSpec(video_seconds=6, audio_seconds=0, seed=11)
 
 
-def test_the_compiled_lm_head_multiplies_only_the_kept_rows(tiny_thinker, monkeypatch):
-    lm_head = tiny_thinker.lm_head.weight
+def test_the_compiled_lm_head_multiplies_only_the_kept_rows(thinker_eager_towers, monkeypatch):
+    model = thinker_eager_towers
+    lm_head = model.lm_head.weight
     rows: list[int] = []
     linear = torch.nn.functional.linear
 
@@ -31,10 +32,10 @@ def test_the_compiled_lm_head_multiplies_only_the_kept_rows(tiny_thinker, monkey
             return linear(hidden, weight, bias)
 
     monkeypatch.setattr(seats_fx.logits, "F", CountingFunctional)
-    inputs = synthetic_clip_inputs(tiny_thinker.config, CLIP)
-    logits, stats, _ = run_compiled(tiny_thinker, inputs, OPTIONS, dynamic=True)
+    inputs = synthetic_clip_inputs(model.config, CLIP)
+    logits, stats, _ = run_compiled(model, inputs, OPTIONS)
     assert stats.pruned, stats.skipped
-    kept = seats_forward(tiny_thinker, inputs, OPTIONS).kept_positions[0]
+    kept = seats_forward(model, inputs, OPTIONS).kept_positions[0]
     length = inputs["input_ids"].shape[1]
     assert len(kept) < length
     assert rows == [len(kept)], f"lm_head rows computed: {rows}; kept {len(kept)} of {length}"

@@ -15,7 +15,8 @@ from seats_fx.models.synthetic import (ClipSpec, batch_inputs, synthetic_audio_i
                                        synthetic_image_inputs)
 from seats_fx.reference import seats_forward, seats_generate
 
-from generate_helpers import cache_lengths, compiled_copy, fresh_copy, generate, generate_with_logits
+from generate_helpers import (cache_lengths, compiled_copy, expected_cache_lengths, fresh_copy, generate,
+                              generate_with_logits, towers_run_eagerly)
 
 OPTIONS = dict(progressive_drop_layers=(3, 5), late_block_layer=7, inductor=False)
 PROMPTS = {
@@ -27,14 +28,18 @@ PROMPTS = {
 _prepared: dict = {}
 
 
-def prepared(model):
-    """A copy whose deepstack step traces in one graph (what seats_fx.compile does), compiled once."""
-    if "model" not in _prepared:
+def prepared(model, eager_towers: bool = True):
+    """A copy whose deepstack step traces in one graph (what seats_fx.compile does), compiled once (dynamic).
+    eager_towers: the copy's towers run eagerly (eager_towers.towers_run_eagerly: the compile traces the decoder
+    only); False keeps the stock towers in the graph, where locate taps their attention."""
+    if eager_towers not in _prepared:
         copy = fresh_copy(model)
+        if eager_towers:
+            towers_run_eagerly(copy)
         adapter_for(copy).prepare_for_compile()
-        _prepared["model"] = copy
-        _prepared["compiled"] = torch.compile(copy, backend=SeatsBackend(dict(OPTIONS, retention=0.2)), dynamic=True)
-    return _prepared["model"], _prepared["compiled"]
+        _prepared[eager_towers] = copy, torch.compile(copy, backend=SeatsBackend(dict(OPTIONS, retention=0.2)),
+                                                      dynamic=True)
+    return _prepared[eager_towers]
 
 
 @pytest.mark.parametrize("name", list(PROMPTS))
@@ -48,15 +53,24 @@ def test_reference_keeping_everything_is_the_model(tiny_qwen3, name):
 
 def test_deepstack_replacement_is_equal_in_value(tiny_qwen3):
     inputs = PROMPTS["clip-with-audio"](tiny_qwen3.config)
-    model, _ = prepared(tiny_qwen3)
+    model, _ = prepared(tiny_qwen3, eager_towers=False)
     with torch.no_grad():
         assert torch.equal(model(**inputs).logits, tiny_qwen3(**inputs).logits)
 
 
 @pytest.mark.parametrize("name", list(PROMPTS))
 def test_backend_matches_reference(tiny_qwen3, name):
+    check_backend_matches_reference(tiny_qwen3, name, eager_towers=True)
+
+
+@pytest.mark.slow  # and in make test-compat's smoke subset: the towers' graphs are what releases record differently
+def test_backend_with_the_towers_in_the_graph_matches_reference(tiny_qwen3):
+    check_backend_matches_reference(tiny_qwen3, "clip-with-audio", eager_towers=False)
+
+
+def check_backend_matches_reference(tiny_qwen3, name: str, eager_towers: bool) -> None:
     inputs = PROMPTS[name](tiny_qwen3.config)
-    _, compiled = prepared(tiny_qwen3)
+    _, compiled = prepared(tiny_qwen3, eager_towers)
     with torch.no_grad():
         logits = compiled(**inputs).logits
     stats = last_stats()
@@ -78,19 +92,19 @@ def test_generate_matches_reference_decoder(tiny_qwen3, clip, retention):
     options = dict(OPTIONS, retention=retention)
     key = ("generate", retention)
     if key not in _prepared:
-        _prepared[key] = seats_fx.compile(fresh_copy(tiny_qwen3), options)
+        _prepared[key] = compiled_copy(tiny_qwen3, options)
     inputs = synthetic_clip_inputs(tiny_qwen3.config, clip)
     generated, cache = generate(_prepared[key], inputs, 4)
     assert last_stats().pruned, last_stats().skipped
     reference = seats_generate(tiny_qwen3, inputs, options, max_new_tokens=4)
     assert generated.tolist() == reference.tokens.tolist()
-    assert cache_lengths(cache) == cache_lengths(reference.cache)
+    assert cache_lengths(cache) == expected_cache_lengths(cache_lengths(reference.cache))
 
 
 @pytest.mark.slow
 def test_windows_follow_the_configs_positions_per_second(tiny_qwen3):
     # a checkpoint may use another TMRoPE rate than transformers' default (25): windows must follow its config
-    model = fresh_copy(tiny_qwen3)
+    model = towers_run_eagerly(fresh_copy(tiny_qwen3))
     model.config.position_id_per_seconds = 13
     inputs = synthetic_clip_inputs(model.config, ClipSpec(video_seconds=6, height=128, width=96, seed=3))
     options = dict(OPTIONS, retention=0.2)
@@ -103,7 +117,7 @@ def test_windows_follow_the_configs_positions_per_second(tiny_qwen3):
         assert torch.equal(got, expected.kept_positions), f"{expected.stage} after layer {expected.after_layer}"
     # a bare compile reads the config from the module whose frame it compiles (the model's facts): the same
     # windows, the same picks
-    bare = fresh_copy(tiny_qwen3)
+    bare = towers_run_eagerly(fresh_copy(tiny_qwen3))
     bare.config.position_id_per_seconds = 13
     adapter_for(bare).prepare_for_compile()
     with torch.no_grad():
@@ -130,7 +144,8 @@ def test_retention_one_generate_is_the_model(tiny_qwen3):
 def test_bare_compile_of_deepstack_is_left_unpruned_with_one_warning(tiny_qwen3, caplog):
     # without seats_fx.compile's deepstack replacement, Dynamo compiles each decoder layer as its own graph
     inputs = PROMPTS["video-only"](tiny_qwen3.config)
-    compiled = torch.compile(tiny_qwen3, backend=SeatsBackend(dict(OPTIONS, retention=0.2)), dynamic=True)
+    compiled = torch.compile(towers_run_eagerly(fresh_copy(tiny_qwen3)), backend=SeatsBackend(dict(OPTIONS, retention=0.2)),
+                             dynamic=True)
     with caplog.at_level(logging.WARNING, logger="seats_fx"), torch.no_grad():
         logits = compiled(**inputs).logits
         expected = tiny_qwen3(**inputs).logits
@@ -213,7 +228,7 @@ def test_backend_with_inductor_matches_reference(tiny_qwen3):
     options = dict(OPTIONS, retention=0.2, inductor=True)
     inputs = PROMPTS["clip-with-audio"](tiny_qwen3.config)
     with torch.no_grad():
-        logits = seats_fx.compile(fresh_copy(tiny_qwen3), options)(**inputs).logits
+        logits = seats_fx.compile(towers_run_eagerly(fresh_copy(tiny_qwen3)), options)(**inputs).logits
     stats = last_stats()
     reference = seats_forward(tiny_qwen3, inputs, options)
     assert stats.pruned, stats.skipped

@@ -17,8 +17,8 @@ from seats_fx.ops.budget import AUDIO, VIDEO
 from seats_fx.reference import seats_forward
 from seats_fx.stage_plan import StagePlan
 
-from generate_helpers import fresh_copy
-from test_backend import GRAPH_OPTIONS, assert_matches_reference, run_compiled
+from generate_helpers import fresh_copy, towers_run_eagerly
+from test_backend import GRAPH_OPTIONS, assert_matches_reference
 
 OPTIONS = dict(GRAPH_OPTIONS[0], inductor=False)
 
@@ -37,17 +37,17 @@ def _seats_lines(caplog) -> list[str]:
 
 
 # ---- inputs -----------------------------------------------------------------------------------------
-def test_very_short_audio_track_in_a_clip(tiny_thinker):
-    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4, audio_seconds=0.3, seed=2))
-    assert_matches_reference(tiny_thinker, inputs, dict(OPTIONS, retention=0.2), dynamic=True)
+def test_very_short_audio_track_in_a_clip(thinker_eager_towers):
+    inputs = synthetic_clip_inputs(thinker_eager_towers.config, ClipSpec(video_seconds=4, audio_seconds=0.3, seed=2))
+    assert_matches_reference(thinker_eager_towers, inputs, dict(OPTIONS, retention=0.2), dynamic=True)
 
 
 @pytest.mark.slow
-def test_a_retention_that_gives_some_groups_no_budget(tiny_thinker):
-    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=8, seed=4))
+def test_a_retention_that_gives_some_groups_no_budget(thinker_eager_towers):
+    inputs = synthetic_clip_inputs(thinker_eager_towers.config, ClipSpec(video_seconds=8, seed=4))
     options = dict(OPTIONS, retention=0.01)
-    stats = assert_matches_reference(tiny_thinker, inputs, options, dynamic=True)
-    layout = adapter_for(tiny_thinker).encode(inputs, 2.0).layout
+    stats = assert_matches_reference(thinker_eager_towers, inputs, options, dynamic=True)
+    layout = adapter_for(thinker_eager_towers).encode(inputs, 2.0).layout
     last_stage2 = [p for (stage, _, _), p in zip(stats.stages, stats.stage_positions) if stage == "stage2"][-1][0]
     groups = {(int(w), int(m)) for w, m in zip(layout.window[0], layout.modality[0]) if int(m) in (VIDEO, AUDIO)}
     kept = {(int(layout.window[0, p]), int(layout.modality[0, p])) for p in last_stage2}
@@ -70,11 +70,11 @@ def test_a_retention_that_gives_some_groups_no_budget(tiny_thinker):
     ({"stage1_selector": "best"}, "stage1_selector", "weighted_diversity"),
 ], ids=["unknown-key", "ratio-above-1", "ratio-0", "fusion-beyond-depth", "unsorted-blocks", "block-out-of-range",
         "ratio-as-string", "switch-as-int", "unknown-selector"])
-def test_invalid_options_raise_value_error_naming_field_range_and_value(tiny_thinker, options, field, allowed):
-    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=2))
+def test_invalid_options_raise_value_error_naming_field_range_and_value(thinker_eager_towers, options, field, allowed):
+    inputs = synthetic_clip_inputs(thinker_eager_towers.config, ClipSpec(video_seconds=2))
     torch._dynamo.reset()
     with pytest.raises(Exception) as raised, torch.no_grad():
-        torch.compile(tiny_thinker, backend="seats", options=options)(**inputs)
+        torch.compile(thinker_eager_towers, backend="seats", options=options)(**inputs)
     error = _value_error_in(raised.value)
     assert error is not None, f"expected a ValueError, got {raised.value!r}"
     message = str(error)
@@ -136,8 +136,8 @@ def test_unsupported_models_compile_unchanged_with_one_log_line(build, inputs, c
 # ---- dtypes and grad modes --------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [torch.bfloat16, pytest.param(torch.float16, marks=pytest.mark.slow)],
                          ids=["bf16", "fp16"])
-def test_half_precision_models_and_inputs_match_the_reference(tiny_thinker, dtype):
-    model = fresh_copy(tiny_thinker).to(dtype)
+def test_half_precision_models_and_inputs_match_the_reference(thinker_eager_towers, dtype):
+    model = towers_run_eagerly(fresh_copy(thinker_eager_towers)).to(dtype)
     inputs = synthetic_clip_inputs(model.config, ClipSpec(video_seconds=4, seed=3))
     inputs = {k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
               for k, v in inputs.items()}
@@ -156,19 +156,19 @@ def test_half_precision_models_and_inputs_match_the_reference(tiny_thinker, dtyp
 
 @pytest.mark.parametrize("mode", [pytest.param(torch.no_grad, marks=pytest.mark.slow), torch.inference_mode],
                          ids=["no_grad", "inference_mode"])  # every other test runs under no_grad
-def test_no_grad_and_inference_mode_prune_alike(tiny_thinker, mode):
-    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4, seed=6))
+def test_no_grad_and_inference_mode_prune_alike(thinker_eager_towers, mode):
+    inputs = synthetic_clip_inputs(thinker_eager_towers.config, ClipSpec(video_seconds=4, seed=6))
     options = dict(OPTIONS, retention=0.2)
     with mode():
-        logits = torch.compile(tiny_thinker, backend=SeatsBackend(options), dynamic=True)(**inputs).logits
+        logits = torch.compile(thinker_eager_towers, backend=SeatsBackend(options), dynamic=True)(**inputs).logits
     assert last_stats().pruned, last_stats().skipped
-    reference = seats_forward(tiny_thinker, inputs, options)
+    reference = seats_forward(thinker_eager_towers, inputs, options)
     torch.testing.assert_close(logits[:, reference.kept_positions[0]], reference.logits, atol=1e-4, rtol=0)
 
 
-def test_training_is_never_pruned_and_gradients_are_the_models(tiny_thinker, caplog):
-    model = fresh_copy(tiny_thinker).train()
-    plain = fresh_copy(tiny_thinker).train()
+def test_training_is_never_pruned_and_gradients_are_the_models(thinker_eager_towers, caplog):
+    model = fresh_copy(thinker_eager_towers).train()
+    plain = fresh_copy(thinker_eager_towers).train()
     inputs = synthetic_clip_inputs(model.config, ClipSpec(video_seconds=2, seed=1))
     compiled = torch.compile(model, backend=SeatsBackend(dict(OPTIONS, retention=0.1)), dynamic=True)
     with caplog.at_level(logging.WARNING, logger="seats_fx"):
@@ -186,16 +186,16 @@ def test_training_is_never_pruned_and_gradients_are_the_models(tiny_thinker, cap
 
 # ---- several models, many calls ---------------------------------------------------------------------
 @pytest.mark.slow
-def test_two_models_with_different_options_interleaved_do_not_cross(tiny_thinker):
-    inputs = [synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=s, seed=s)) for s in (2, 4)]
+def test_two_models_with_different_options_interleaved_do_not_cross(thinker_eager_towers):
+    inputs = [synthetic_clip_inputs(thinker_eager_towers.config, ClipSpec(video_seconds=s, seed=s)) for s in (2, 4)]
     first, second = dict(OPTIONS, retention=0.1), dict(GRAPH_OPTIONS[1], retention=0.3, inductor=False)
-    models = [(fresh_copy(tiny_thinker), first), (fresh_copy(tiny_thinker), second)]
+    models = [(towers_run_eagerly(fresh_copy(thinker_eager_towers)), options) for options in (first, second)]
     compiled = [(torch.compile(m, backend=SeatsBackend(o), dynamic=True), o) for m, o in models]
     for clip in inputs + inputs:
         for model, options in compiled:
             with torch.no_grad():
                 model(**clip)
-            reference = seats_forward(tiny_thinker, clip, options)
+            reference = seats_forward(thinker_eager_towers, clip, options)
             positions = last_stats().stage_positions
             assert len(positions) == len(reference.stages)
             assert all(torch.equal(a, b.kept_positions) for a, b in zip(positions, reference.stages))
@@ -203,7 +203,7 @@ def test_two_models_with_different_options_interleaved_do_not_cross(tiny_thinker
 
 
 @pytest.mark.slow
-def test_inductor_cache_key_changes_with_the_options(tiny_thinker, tmp_path, monkeypatch):
+def test_inductor_cache_key_changes_with_the_options(thinker_eager_towers, tmp_path, monkeypatch):
     # with Inductor's FX-graph cache on (fresh directory): the same options compiled again by a new backend
     # hit the cache; so does another retention (read at run time: the pieces are the same code, and nothing
     # that does not change a piece may force a miss); options that change the graph miss it
@@ -212,14 +212,14 @@ def test_inductor_cache_key_changes_with_the_options(tiny_thinker, tmp_path, mon
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     # config.patch, not monkeypatch.setattr: undoing a setattr on Inductor's config module deletes the entry
     # for the rest of the process ("torch._inductor.config.fx_graph_cache does not exist")
-    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=2, seed=1))
+    inputs = synthetic_clip_inputs(thinker_eager_towers.config, ClipSpec(video_seconds=2, seed=1))
 
     def compile_and_count(options) -> tuple[int, int]:
         torch._dynamo.reset()
         counters.clear()
         with torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=True):
-            torch.compile(tiny_thinker, backend=SeatsBackend(options), dynamic=True)(**inputs)
-        reference = seats_forward(tiny_thinker, inputs, options)
+            torch.compile(thinker_eager_towers, backend=SeatsBackend(options), dynamic=False)(**inputs)
+        reference = seats_forward(thinker_eager_towers, inputs, options)
         assert torch.equal(last_stats().kept_positions, reference.kept_positions)
         return counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"]
 
@@ -243,10 +243,10 @@ def _rss_mib() -> float:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux /proc")
-def test_fifty_calls_with_changing_lengths_recompile_boundedly_and_do_not_grow(tiny_thinker):
-    clips = [synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=s, seed=s)) for s in (2, 4, 6)]
+def test_fifty_calls_with_changing_lengths_recompile_boundedly_and_do_not_grow(thinker_eager_towers):
+    clips = [synthetic_clip_inputs(thinker_eager_towers.config, ClipSpec(video_seconds=s, seed=s)) for s in (2, 4, 6)]
     backend = SeatsBackend(dict(OPTIONS, retention=0.2))
-    compiled = torch.compile(fresh_copy(tiny_thinker), backend=backend, dynamic=True)
+    compiled = torch.compile(towers_run_eagerly(fresh_copy(thinker_eager_towers)), backend=backend, dynamic=True)
     rss = []
     with torch.no_grad():
         for call in range(50):
@@ -268,7 +268,9 @@ def _tiny_model(layers: int, heads: int, width: int):
     torch.manual_seed(layers * 100 + heads * 10 + width)
     spec = TinySpec(num_layers=layers, num_heads=heads, num_kv_heads=heads // 2, hidden_size=width,
                     intermediate_size=2 * width)
-    return Qwen2_5OmniThinkerForConditionalGeneration(tiny_qwen2_5_omni_config(spec)).eval()
+    # the towers run eagerly (eager_towers.towers_run_eagerly): a compile traces the decoder only, and the clip
+    # structures the fuzz draws cost no retrace of the towers' loops
+    return towers_run_eagerly(Qwen2_5OmniThinkerForConditionalGeneration(tiny_qwen2_5_omni_config(spec)).eval())
 
 
 _fuzz_models: dict = {}

@@ -10,6 +10,8 @@ from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
 from seats_fx.passes.dynamo_meta import frame_module
 from seats_fx.passes.locate import (Unsupported, locate_decoder, locate_encoder_taps, locate_tap)
 
+from eager_towers import towers_run_eagerly
+
 
 def captured_graphs(model, inputs, dynamic=None, **call_kwargs):
     """Returns, per Dynamo graph, what locate says about it (run while Dynamo's metadata is attached), with
@@ -41,10 +43,16 @@ def three_layer():
     return model, synthetic_clip_inputs(model.config, ClipSpec(video_seconds=4))
 
 
+@pytest.fixture(scope="module")
+def static_graphs(three_layer):
+    """What locate says about each graph of one static trace (shared: a trace is most of a test's time)."""
+    return captured_graphs(*three_layer)
+
+
 @pytest.mark.parametrize("dynamic", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_locate_finds_every_layer_and_the_per_token_inputs(three_layer, dynamic):
+def test_locate_finds_every_layer_and_the_per_token_inputs(three_layer, static_graphs, dynamic):
     model, inputs = three_layer
-    plans = [d for d, _, _ in captured_graphs(model, inputs, dynamic=dynamic) if d]
+    plans = [d for d, _, _ in (captured_graphs(model, inputs, dynamic=True) if dynamic else static_graphs) if d]
     assert len(plans) == 1
     plan = plans[0]
     assert [layer.index for layer in plan.layers] == [0, 1, 2]
@@ -60,9 +68,9 @@ def test_locate_finds_every_layer_and_the_per_token_inputs(three_layer, dynamic)
         assert layer.query.meta["example_value"].shape[2] == length
 
 
-def test_locate_finds_modality_taps_and_encoder_attention(three_layer):
-    model, inputs = three_layer
-    graphs = captured_graphs(model, inputs)
+def test_locate_finds_modality_taps_and_encoder_attention(three_layer, static_graphs):
+    model, _ = three_layer
+    graphs = static_graphs
     taps = [t for _, t, _ in graphs if t]
     config = model.config
     assert taps and all(t.token_ids == {"image": (config.image_token_id,), "video": (config.video_token_id,),
@@ -88,7 +96,8 @@ def test_sliding_window_layers_are_unsupported_with_a_reason():
     config.text_config.use_sliding_window = True
     config.text_config.sliding_window = 16
     config.text_config.layer_types = ["full_attention", "sliding_attention", "full_attention"]
-    model = Qwen2_5OmniThinkerForConditionalGeneration(config).eval()
+    # the towers run eagerly: the refusal is the decoder's, and the trace is then the decoder's only
+    model = towers_run_eagerly(Qwen2_5OmniThinkerForConditionalGeneration(config).eval())
     graphs = captured_graphs(model, synthetic_clip_inputs(config, ClipSpec(video_seconds=2)))
     reasons = [str(d) for d, _, _ in graphs if isinstance(d, Unsupported)]
     assert reasons and "different attention masks" in reasons[0]

@@ -28,6 +28,8 @@ from seats_fx.passes.locate import locate_decoder, locate_lm_head
 from seats_fx.passes.partition import InductorPiece, partition
 from seats_fx.passes.plan import PassContext
 
+from eager_towers import towers_run_eagerly
+
 COPIES = 4  # independent located copies of the decoder graph, one per test that rewrites it
 
 
@@ -58,6 +60,7 @@ class CapturingBackend:
 def captured():
     torch.manual_seed(0)
     model = Qwen2_5OmniThinkerForConditionalGeneration(tiny_qwen2_5_omni_config(TinySpec(num_layers=3))).eval()
+    towers_run_eagerly(model)  # the passes rewrite the decoder's graphs: tracing the towers would only cost time
     inputs = synthetic_clip_inputs(model.config, ClipSpec(video_seconds=2))
     backend = CapturingBackend()
     torch._dynamo.reset()
