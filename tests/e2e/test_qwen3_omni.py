@@ -90,11 +90,8 @@ def check_backend_matches_reference(tiny_qwen3, name: str, eager_towers: bool) -
 @pytest.mark.slow
 def test_generate_matches_reference_decoder(tiny_qwen3, clip, retention):
     options = dict(OPTIONS, retention=retention)
-    key = ("generate", retention)
-    if key not in _prepared:
-        _prepared[key] = compiled_copy(tiny_qwen3, options)
     inputs = synthetic_clip_inputs(tiny_qwen3.config, clip)
-    generated, cache = generate(_prepared[key], inputs, 4)
+    generated, cache = generate(compiled_copy(tiny_qwen3, options), inputs, 4)  # compiled once per option set
     assert last_stats().pruned, last_stats().skipped
     reference = seats_generate(tiny_qwen3, inputs, options, max_new_tokens=4)
     assert generated.tolist() == reference.tokens.tolist()
@@ -144,8 +141,8 @@ def test_retention_one_generate_is_the_model(tiny_qwen3):
 def test_bare_compile_of_deepstack_is_left_unpruned_with_one_warning(tiny_qwen3, caplog):
     # without seats_fx.compile's deepstack replacement, Dynamo compiles each decoder layer as its own graph
     inputs = PROMPTS["video-only"](tiny_qwen3.config)
-    compiled = torch.compile(towers_run_eagerly(fresh_copy(tiny_qwen3)), backend=SeatsBackend(dict(OPTIONS, retention=0.2)),
-                             dynamic=True)
+    model = towers_run_eagerly(fresh_copy(tiny_qwen3))
+    compiled = torch.compile(model, backend=SeatsBackend(dict(OPTIONS, retention=0.2)), dynamic=True)
     with caplog.at_level(logging.WARNING, logger="seats_fx"), torch.no_grad():
         logits = compiled(**inputs).logits
         expected = tiny_qwen3(**inputs).logits
