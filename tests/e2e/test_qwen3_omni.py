@@ -83,6 +83,12 @@ def check_backend_matches_reference(tiny_qwen3, name: str, eager_towers: bool) -
     torch.testing.assert_close(logits[:, reference.kept_positions[0]], reference.logits, atol=1e-4, rtol=0)
 
 
+# the slow cases compiled with retention 0.2 (generate's draws, the batches) share one compiled copy, in one
+# process (an xdist group: make test-slow)
+SHARED_COMPILES = pytest.mark.xdist_group("test_qwen3_omni-shared-compiles")
+
+
+@SHARED_COMPILES
 @settings(max_examples=2)
 @given(clip=st.builds(ClipSpec, video_seconds=st.sampled_from([2, 4, 6]), audio_seconds=st.sampled_from([None, 0]),
                       height=st.just(128), width=st.sampled_from([96, 128]), seed=st.integers(0, 10_000)),
@@ -166,6 +172,7 @@ BATCH_CLIPS = [ClipSpec(video_seconds=4, height=128, width=128, seed=1),
 
 
 @pytest.mark.parametrize("side", [pytest.param("left", marks=pytest.mark.slow), "right"])
+@SHARED_COMPILES
 def test_batch_samples_keep_what_they_keep_alone(tiny_qwen3, side):
     options = dict(OPTIONS, retention=0.2)
     singles = [synthetic_clip_inputs(tiny_qwen3.config, clip) for clip in BATCH_CLIPS]
@@ -186,6 +193,7 @@ def test_batch_samples_keep_what_they_keep_alone(tiny_qwen3, side):
 
 
 @pytest.mark.slow
+@SHARED_COMPILES
 def test_batch_generate_matches_each_sample_alone(tiny_qwen3):
     options = dict(OPTIONS, retention=0.2)
     pad = token_ids_for_vocab(tiny_qwen3.config.text_config.vocab_size)["pad"]

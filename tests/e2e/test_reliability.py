@@ -204,9 +204,9 @@ def test_two_models_with_different_options_interleaved_do_not_cross(thinker_eage
 
 @pytest.mark.slow
 def test_inductor_cache_key_changes_with_the_options(thinker_eager_towers, tmp_path, monkeypatch):
-    # with Inductor's FX-graph cache on (fresh directory): the same options compiled again by a new backend
-    # hit the cache; so does another retention (read at run time: the pieces are the same code, and nothing
-    # that does not change a piece may force a miss); options that change the graph miss it
+    # with Inductor's FX-graph cache on (fresh directory): the same graph options compiled again by a new
+    # backend, with another retention, hit the cache (retention is read at run time: the pieces are the same
+    # code, and nothing that does not change a piece may force a miss); options that change the graph miss it
     from torch._dynamo.utils import counters
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
@@ -226,10 +226,8 @@ def test_inductor_cache_key_changes_with_the_options(thinker_eager_towers, tmp_p
     first = dict(GRAPH_OPTIONS[0], retention=0.1)
     _, misses = compile_and_count(first)
     assert misses > 0
-    hits, _ = compile_and_count(first)
-    assert hits >= misses  # every piece (and every other graph) served from the cache
-    runtime_hits, _ = compile_and_count(dict(first, retention=0.3))
-    assert runtime_hits >= misses
+    hits, new_misses = compile_and_count(dict(first, retention=0.3))
+    assert hits >= misses and new_misses == 0  # every piece (and every other graph) served from the cache
     _, graph_misses = compile_and_count(dict(GRAPH_OPTIONS[1], retention=0.3))
     assert graph_misses > 0  # other boundaries: other pieces, and a new key
 
@@ -334,17 +332,24 @@ def model_shapes(heads: int):
     return st.tuples(st.sampled_from([2, 4, 6]), st.just(heads), st.just(16 * heads))
 
 
-fuzz_clips = st.builds(ClipSpec, video_seconds=st.integers(1, 8), audio_seconds=st.sampled_from([None, 0, 0.5, 3.0]),
-                       height=st.sampled_from([56, 112]), width=st.sampled_from([56, 84, 112]),
-                       system_tokens=st.integers(1, 16), question_tokens=st.integers(1, 12),
-                       seed=st.integers(0, 10_000))
+def fuzz_clips(audio_seconds: list):
+    return st.builds(ClipSpec, video_seconds=st.integers(1, 8), audio_seconds=st.sampled_from(audio_seconds),
+                     height=st.sampled_from([56, 112]), width=st.sampled_from([56, 84, 112]),
+                     system_tokens=st.integers(1, 16), question_tokens=st.integers(1, 12),
+                     seed=st.integers(0, 10_000))
 
 
-# 200 cases in two shards of 100 (2-head and 4-head models), which make test-fuzz runs side by side
+# 200 cases in two shards of 100: 2-head models on clips with an audio track (as long as the video, or
+# shorter), 4-head models on video without audio. With or without audio is another decoder graph, so each
+# (model, options) pair a shard draws compiles one decoder graph instead of two (compiles are its main cost)
+SHARD_AUDIO = {2: [None, 0.5, 3.0], 4: [0]}
+
+
 @pytest.mark.slow
 @pytest.mark.fuzz
 @pytest.mark.parametrize("heads", [2, 4])
 @settings(max_examples=100)
-@given(data=st.data(), options=fuzz_options, clip=fuzz_clips)
-def test_pipeline_fuzz(heads, data, options, clip):
-    check_pipeline(data.draw(model_shapes(heads), label="shape"), options, clip)
+@given(data=st.data(), options=fuzz_options)
+def test_pipeline_fuzz(heads, data, options):
+    shape = data.draw(model_shapes(heads), label="shape")
+    check_pipeline(shape, options, data.draw(fuzz_clips(SHARD_AUDIO[heads]), label="clip"))
