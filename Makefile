@@ -72,7 +72,7 @@ compat-venvs: $(COMPAT_LOW)/.installed $(COMPAT_HIGH)/.installed
 
 # Under both ends of the range, side by side (make -j2; each venv's output printed whole when it ends), one
 # pytest process each: the smoke subset (tests marked `compat`: locate, the backend with and without Inductor,
-# generate, batch, Qwen3-Omni, a reliability case) and one shard of the 200-example pipeline fuzz, so the
+# generate, batch, Qwen3-Omni, the missing-metadata refusal) and one shard of the 200-example pipeline fuzz, so the
 # fuzz's 200 cases run under the lowest and the highest supported torch (make test-fuzz: both shards under
 # .venv). The headline Inductor case runs under the lowest end (the stock CUDA image's torch), a cheaper
 # Inductor case (one option set, one clip structure) under the highest.

@@ -62,13 +62,9 @@ SLOW_FOR_TIME = (
     "tests/e2e/test_qwen3_omni.py::test_batch_samples_keep_what_they_keep_alone",
     "tests/e2e/test_qwen3_omni.py::test_retention_one_generate_is_the_model",
     "tests/e2e/test_qwen3_omni.py::test_static_trace_of_the_moe_decoder_is_refused_with_the_fix",
-    "tests/e2e/test_generate.py::test_greedy_tokens_step_logits_and_cache_match_the_reference_decoder[no-stage1-video-only-4s]",
-    "tests/e2e/test_generate.py::test_greedy_tokens_step_logits_and_cache_match_the_reference_decoder[no-stage3-6s]",
     "tests/e2e/test_generate.py::test_continuing_a_prompt_over_a_pruned_cache_raises[ragged-cache]",
     "tests/e2e/test_generate.py::test_bare_compile_names_seats_fx_compile_when_generate_encodes_video_eagerly",
     "tests/e2e/test_generate.py::test_text_only_generate_is_untouched",
-    "tests/e2e/test_batch.py::test_each_sample_keeps_what_it_keeps_alone[no-stage3-image-clip]",
-    "tests/e2e/test_batch.py::test_each_sample_keeps_what_it_keeps_alone[no-stage1-clip-text-audio]",
     "tests/e2e/test_torchao.py::test_quantized_thinker_matches_its_eager_reference",
     "tests/test_config.py::test_hash_is_the_same_in_another_process",
     # keep-everything in the default suite: test_generate.py::test_retention_one_generate_is_the_model (the
