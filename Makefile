@@ -26,10 +26,15 @@ PYTEST = -m pytest -q -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 .PHONY: demo test test-slow test-fuzz test-all test-compat test-compat-low test-compat-high compat-venvs venv bench \
 	gpu-check
 
+# An editable install writes the source tree's egg-info: under flock (where there is one), so that the venvs
+# can be built at the same time (CI builds the compat venvs beside .venv)
+EDITABLE_LOCK := $(shell command -v flock >/dev/null 2>&1 && echo flock .cache/editable-install.lock)
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	@mkdir -p .cache
+	$(EDITABLE_LOCK) $(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -42,7 +47,8 @@ test: $(STAMP)
 
 # slow cases are long one by one (a 200-example search is one test): spread them test by test, but the cases
 # of one xdist_group (they share compiled models) in one process. CI passes SLOW_MARKS="slow and not fuzz and
-# not compat": its compat tier runs the slow cases of the smoke subset under the ends of the range instead
+# not compat and not extended": its compat tier runs the slow cases of the smoke subset under the ends of the
+# range instead, and the extended cases (EXTENDED in tests/conftest.py) only vary a case CI runs
 SLOW_MARKS ?= slow and not fuzz
 test-slow: $(STAMP)
 	$(PY) $(PYTEST) --dist loadgroup -m "$(SLOW_MARKS)"
@@ -54,18 +60,20 @@ test-fuzz: $(STAMP)
 test-all: $(STAMP)
 	$(PY) $(PYTEST)
 
-# --no-compile: CI builds these beside make test, and byte-compiling every module of a CUDA build takes CPU
-# from it; the few modules the smoke subset imports are compiled on first import
+# --no-compile: CI builds these beside .venv and make test, and byte-compiling every module of a CUDA build
+# takes CPU from them; the few modules the smoke subset imports are compiled on first import
 $(COMPAT_LOW)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(COMPAT_LOW)
 	$(COMPAT_LOW)/bin/python -m pip install -q --no-compile $(COMPAT_LOW_PINS)
-	$(COMPAT_LOW)/bin/python -m pip install -q -e '.[smoke]'
+	@mkdir -p .cache
+	$(EDITABLE_LOCK) $(COMPAT_LOW)/bin/python -m pip install -q -e '.[smoke]'
 	touch $@
 
 $(COMPAT_HIGH)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(COMPAT_HIGH)
 	$(COMPAT_HIGH)/bin/python -m pip install -q --no-compile $(COMPAT_HIGH_PINS)
-	$(COMPAT_HIGH)/bin/python -m pip install -q -e '.[smoke]'
+	@mkdir -p .cache
+	$(EDITABLE_LOCK) $(COMPAT_HIGH)/bin/python -m pip install -q -e '.[smoke]'
 	touch $@
 
 compat-venvs: $(COMPAT_LOW)/.installed $(COMPAT_HIGH)/.installed

@@ -31,8 +31,11 @@ settings.load_profile(_profile)
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), ".cache", "inductor"))
 
-# under pytest-xdist (make test) each of the processes gets one core's worth of threads
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, torch.get_num_threads())))
+# under pytest-xdist (make test) each of the processes gets one core's worth of threads; SEATS_TEST_THREADS
+# sets it for a process that shares the cores another way (CI runs the compat tier beside the slow tier)
+_threads = os.environ.get("SEATS_TEST_THREADS")
+torch.set_num_threads(int(_threads) if _threads else 1 if os.environ.get("PYTEST_XDIST_WORKER")
+                      else max(1, min(2, torch.get_num_threads())))
 
 
 # Cases moved from the default suite (`make test`, <= 5 min on 2 cores) to the slow tier (`make test-slow`, run
@@ -76,6 +79,39 @@ SLOW_FOR_TIME = (
 )
 
 
+# Slow cases CI does not run (`make test-slow` and `make test-all` do): each repeats, with another option set,
+# modality, dtype or model, a property CI checks on the case named beside it. CI's budget (35 min on 2 cores)
+# goes to the 200-case searches, the Inductor cases and the cases with a claim of their own.
+EXTENDED = (
+    # Qwen3-Omni's one-modality prompts: its clip with audio (default suite, compat) and Qwen2.5-Omni's
+    # one-modality prompts (test_backend.py)
+    "tests/e2e/test_qwen3_omni.py::test_backend_matches_reference[video-only]",
+    "tests/e2e/test_qwen3_omni.py::test_backend_matches_reference[audio-only]",
+    "tests/e2e/test_qwen3_omni.py::test_backend_matches_reference[image-only]",
+    # keep-everything: test_generate.py::test_retention_one_generate_is_the_model (default suite) and the
+    # pipeline fuzz's retention 1.0 option (compat tier)
+    "tests/e2e/test_qwen3_omni.py::test_retention_one_generate_is_the_model",
+    "tests/e2e/test_headline_usage.py::test_retention_one_is_the_unpruned_model_exactly",
+    # bf16 (the GPU dtype) runs; inference_mode runs (and every other equivalence case runs under no_grad)
+    "tests/e2e/test_reliability.py::test_half_precision_models_and_inputs_match_the_reference[fp16]",
+    "tests/e2e/test_reliability.py::test_no_grad_and_inference_mode_prune_alike[no_grad]",
+    # a depth-derived range: [fusion-beyond-depth] runs
+    "tests/e2e/test_reliability.py::test_invalid_options_raise_value_error_naming_field_range_and_value"
+    "[block-out-of-range]",
+    # the quantized thinker with Inductor runs
+    "tests/e2e/test_torchao.py::test_quantized_thinker_matches_its_eager_reference[False]",
+    # the headline usage with audio (default suite, compat); video-only clips: test_backend's property
+    "tests/e2e/test_headline_usage.py::test_bare_torch_compile_prunes_a_clip_like_the_reference_and_warns_nothing"
+    "[video-only]",
+    # one-window audio and image-only prompts run in the default suite
+    "tests/e2e/test_backend.py::test_single_modality_prompts_match_reference[audio-only]",
+    # padded batches: [padded] (default suite) and [three-padded]
+    "tests/e2e/test_batch.py::test_batch_generate_matches_each_sample_alone[equal-lengths]",
+    # a text-only prompt through the backend: test_backend.py::test_text_only_prompt_is_left_unpruned
+    "tests/e2e/test_generate.py::test_text_only_generate_is_untouched",
+)
+
+
 # The smoke subset `make test-compat` runs under the lowest and highest supported torch/transformers: each
 # part that depends on what a release records or calls, once (graph metadata, locate, the bare and the
 # Inductor backend, generate, a batch, a missing-metadata refusal, Qwen3-Omni). The other cases only repeat
@@ -109,6 +145,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if _listed(item.nodeid, COMPAT_SMOKE):
             item.add_marker(pytest.mark.compat)
+        if _listed(item.nodeid, EXTENDED):
+            item.add_marker(pytest.mark.extended)
 
 
 @pytest.fixture(scope="session")
