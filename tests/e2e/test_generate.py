@@ -92,7 +92,8 @@ def test_generate_matches_reference_without_decode_recompiles_as_the_cache_grows
     assert backend.decode_compiles <= 2, f"{backend.decode_compiles} decode-step compiles"
 
 
-# with Inductor: test_backend.py::test_keep_everything_equals_plain_inductor (the same untouched graphs, lowered)
+# with Inductor: test_backend.py::test_keep_everything_equals_plain_inductor (the same untouched graphs, lowered;
+# make test-slow, not CI)
 @pytest.mark.parametrize("inductor", [False])
 def test_retention_one_generate_is_the_model(tiny_thinker, inductor):
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4, seed=3))
