@@ -27,13 +27,13 @@ PYTEST = -m pytest -q -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 	gpu-check
 
 # An editable install writes the source tree's egg-info: under flock (where there is one), so that the venvs
-# can be built at the same time (CI builds the compat venvs beside .venv)
-EDITABLE_LOCK := $(shell command -v flock >/dev/null 2>&1 && echo flock .cache/editable-install.lock)
+# can be built at the same time (CI builds the compat venvs beside .venv). The lock is pyproject.toml, the file
+# each install reads and a clean clone already has (flock only opens it)
+EDITABLE_LOCK := $(shell command -v flock >/dev/null 2>&1 && echo flock pyproject.toml)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	@mkdir -p .cache
 	$(EDITABLE_LOCK) $(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
@@ -65,14 +65,12 @@ test-all: $(STAMP)
 $(COMPAT_LOW)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(COMPAT_LOW)
 	$(COMPAT_LOW)/bin/python -m pip install -q --no-compile $(COMPAT_LOW_PINS)
-	@mkdir -p .cache
 	$(EDITABLE_LOCK) $(COMPAT_LOW)/bin/python -m pip install -q -e '.[smoke]'
 	touch $@
 
 $(COMPAT_HIGH)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(COMPAT_HIGH)
 	$(COMPAT_HIGH)/bin/python -m pip install -q --no-compile $(COMPAT_HIGH_PINS)
-	@mkdir -p .cache
 	$(EDITABLE_LOCK) $(COMPAT_HIGH)/bin/python -m pip install -q -e '.[smoke]'
 	touch $@
 
