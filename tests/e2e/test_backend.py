@@ -13,6 +13,7 @@ from seats_fx.reference import seats_forward
 from seats_fx.runtime import set_last_stats
 
 from eager_towers import towers_run_eagerly
+from option_switch import OptionSwitch
 
 # the graph depends on these (block boundaries, fusion layer, stage switches); retention does not
 # an early late block leaves fewer layers to average the retention over: stage 1 must keep more
@@ -39,8 +40,11 @@ def compiled_model(model, options: dict, dynamic=True):
     return _compiled[key]
 
 
-def run_compiled(model, inputs, options, dynamic=True):
-    compiled, backend = compiled_model(model, options, dynamic)
+def run_compiled(model, inputs, options, dynamic=True, compiled=None):
+    """compiled: a callable that runs `model` compiled with `options` (default: its own compile)."""
+    backend = None
+    if compiled is None:
+        compiled, backend = compiled_model(model, options, dynamic)
     set_last_stats(None)
     with torch.no_grad():
         logits = compiled(**inputs).logits
@@ -49,8 +53,8 @@ def run_compiled(model, inputs, options, dynamic=True):
     return logits, stats, backend
 
 
-def assert_matches_reference(model, inputs, options, atol=1e-4, dynamic=True):
-    logits, stats, _ = run_compiled(model, inputs, options, dynamic)
+def assert_matches_reference(model, inputs, options, atol=1e-4, dynamic=True, compiled=None):
+    logits, stats, _ = run_compiled(model, inputs, options, dynamic, compiled)
     reference = seats_forward(model, inputs, options)
     assert stats.pruned, stats.skipped
     assert [(s, layer) for s, layer, _ in stats.stages] == [(r.stage, r.after_layer) for r in reference.stages]
@@ -81,11 +85,8 @@ clips = st.builds(ClipSpec, video_seconds=st.integers(1, 12), audio_seconds=st.s
                   seed=st.integers(0, 10_000))
 
 
-# the paper's schedule in the default suite (and in make test-compat's smoke subset); the set without stage-1
-# glue in the slow tier, beside the 200-example search over all five sets, which compiles it in the same process
-@pytest.mark.parametrize("options", [pytest.param(OPTION_SETS[0], id="drops-3-5"),
-                                     pytest.param(OPTION_SETS[2], id="no-stage1",
-                                                  marks=[pytest.mark.slow, EAGER_COMPILES])])
+# the paper's schedule in the default suite (and in make test-compat's smoke subset); every set, 200 cases, below
+@pytest.mark.parametrize("options", [OPTION_SETS[0]], ids=["drops-3-5"])
 @settings(max_examples=3)
 @given(clip=clips)
 def test_kept_indices_and_logits_match_reference_without_inductor(thinker_eager_towers, options, clip):
@@ -93,13 +94,45 @@ def test_kept_indices_and_logits_match_reference_without_inductor(thinker_eager_
     assert_matches_reference(thinker_eager_towers, synthetic_clip_inputs(thinker_eager_towers.config, clip), options)
 
 
+# The slow search draws from five option sets, all run from one trace of the model (OptionSwitch: each set
+# runs the graphs its own compile would, which the next test checks): one trace and one recompile per new clip
+# length, instead of five of each
+WIDE_OPTION_SETS = [dict(options, inductor=False)
+                    for options in OPTION_SETS + [dict(GRAPH_OPTIONS[4], retention=0.15)]]
+_switches: dict = {}
+
+
+def switched_model(model) -> OptionSwitch:
+    if id(model) not in _switches:
+        _switches[id(model)] = OptionSwitch(model, WIDE_OPTION_SETS)
+    return _switches[id(model)]
+
+
 @pytest.mark.slow
 @EAGER_COMPILES
 @settings(max_examples=200)
-@given(options=st.sampled_from(OPTION_SETS + [dict(GRAPH_OPTIONS[4], retention=0.15)]), clip=clips)
+@given(options=st.sampled_from(WIDE_OPTION_SETS), clip=clips)
 def test_kept_indices_and_logits_match_reference_without_inductor_wide(thinker_eager_towers, options, clip):
-    options = dict(options, inductor=False)
-    assert_matches_reference(thinker_eager_towers, synthetic_clip_inputs(thinker_eager_towers.config, clip), options)
+    assert_matches_reference(thinker_eager_towers, synthetic_clip_inputs(thinker_eager_towers.config, clip), options,
+                             compiled=switched_model(thinker_eager_towers).for_options(options))
+
+
+@pytest.mark.slow
+@EAGER_COMPILES  # the option set the group's other cases compile on their own
+def test_one_trace_for_all_option_sets_runs_what_each_sets_own_compile_runs(thinker_eager_towers):
+    options, other = WIDE_OPTION_SETS[0], WIDE_OPTION_SETS[2]
+    switch = switched_model(thinker_eager_towers)
+    for clip in (ClipSpec(video_seconds=5, audio_seconds=3.5, seed=1), ClipSpec(video_seconds=3, seed=2)):
+        inputs = synthetic_clip_inputs(thinker_eager_towers.config, clip)
+        run_compiled(thinker_eager_towers, inputs, other, compiled=switch.for_options(other))  # the other set first
+        switched, switched_stats, _ = run_compiled(thinker_eager_towers, inputs, options,
+                                                   compiled=switch.for_options(options))
+        own, own_stats, _ = run_compiled(thinker_eager_towers, inputs, options)
+        assert switched_stats.pruned and torch.equal(switched, own)
+        assert [stage[:2] for stage in switched_stats.stages] == [stage[:2] for stage in own_stats.stages]
+        assert switched_stats.layer_counts == own_stats.layer_counts
+        for got, expected in zip(switched_stats.stage_positions, own_stats.stage_positions, strict=True):
+            assert torch.equal(got, expected)
 
 
 # with Inductor: the option set whose pieces differ most from the first one's, which the next test lowers

@@ -18,6 +18,7 @@ from seats_fx.reference import seats_forward
 from seats_fx.stage_plan import StagePlan
 
 from generate_helpers import fresh_copy, towers_run_eagerly
+from option_switch import OptionSwitch
 from test_backend import GRAPH_OPTIONS, assert_matches_reference
 
 OPTIONS = dict(GRAPH_OPTIONS[0], inductor=False)
@@ -271,27 +272,26 @@ def _tiny_model(layers: int, heads: int, width: int):
     return towers_run_eagerly(Qwen2_5OmniThinkerForConditionalGeneration(tiny_qwen2_5_omni_config(spec)).eval())
 
 
-_fuzz_models: dict = {}
-
-
-def _fuzz_compiled(shape, options):
-    if shape not in _fuzz_models:
-        _fuzz_models[shape] = (_tiny_model(*shape), {})
-    model, compiled = _fuzz_models[shape]
-    key = tuple(sorted(options.items()))
-    if key not in compiled:
-        compiled[key] = torch.compile(model, backend=SeatsBackend(options), dynamic=True)
-    return model, compiled[key]
-
-
 # these decoders are 2-6 layers deep: the paper's stage-1 ratio (1.4 R) cannot average R over them once the late
 # block drops every media token, so most option sets raise it; the plain retention=0.1 case checks the refusal
-fuzz_options = st.sampled_from([
+FUZZ_OPTIONS = [
     dict(retention=0.1, encoder_ratio_scale=3.0), dict(retention=0.3, stage3=False),
     dict(video_retention=0.05, audio_retention=0.5, encoder_ratio_scale=3.0), dict(retention=0.2, stage1=False),
     dict(retention=0.2, stage2=False, encoder_ratio_scale=3.0), dict(retention=1.0, stage3=False),
     dict(retention=0.1),
-])
+]
+fuzz_options = st.sampled_from(FUZZ_OPTIONS)
+_fuzz_models: dict = {}
+
+
+def _fuzz_compiled(shape, options):
+    """The shape's model and its compiled forward with `options`: one trace per shape serves every option
+    set (option_switch.OptionSwitch), so a shard's cost is two traces, not fourteen."""
+    if shape not in _fuzz_models:
+        model = _tiny_model(*shape)
+        _fuzz_models[shape] = (model, OptionSwitch(model, [dict(o, inductor=False) for o in FUZZ_OPTIONS]))
+    model, switch = _fuzz_models[shape]
+    return model, switch.for_options(options)
 
 
 def check_pipeline(shape, options, clip):

@@ -1,0 +1,85 @@
+"""One Dynamo trace of a model serving several SEATS option sets, for the wide searches over option sets."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import torch
+
+from seats_fx import SeatsBackend
+
+
+def option_key(options: Mapping[str, Any]) -> tuple:
+    return tuple(sorted(options.items()))
+
+
+class _Raises:
+    """What an option set's graph runs when its SeatsBackend refused the graph: the refusal, at the call."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __call__(self, *args):
+        raise self.error
+
+
+class OptionSwitch:
+    """`torch.compile(model, backend=...)` with a backend that hands every graph Dynamo captures to one
+    SeatsBackend per option set, and runs the graphs of the option set `for_options` names.
+
+    What Dynamo captures (graphs, guards, recompiles) does not depend on the backend, and each SeatsBackend
+    rewrites a copy of the graph it is handed (never the graph itself), so each option set runs exactly the
+    graphs a compile of its own would (test_backend.py checks this against one). A search over N option sets
+    then pays one trace of the thinker (about 17 s here) and one recompile per new clip length (~0.5 s),
+    instead of N of each; the SEATS passes (about 1 s per trace) still run once per option set.
+
+    Without Inductor only: Inductor's compile_fx may change the graph it is handed, which the next option
+    set would then see. A backend that refuses a graph (an unreachable retention target) refuses it when the
+    option set runs, where its own compile would have raised the same error at its first call.
+    """
+
+    def __init__(self, model: torch.nn.Module, option_sets: list[Mapping[str, Any]], dynamic: bool | None = True):
+        keys = [option_key(options) for options in option_sets]
+        if len(set(keys)) != len(keys):
+            raise ValueError("OptionSwitch: the option sets must differ")
+        lowered = [options for options in option_sets if options.get("inductor", True)]
+        if lowered:
+            raise ValueError(f"OptionSwitch needs inductor=False in every option set, got {lowered[0]}")
+        self.backends = {key: SeatsBackend(dict(options)) for key, options in zip(keys, option_sets)}
+        self.selected: tuple | None = None
+        self.compiled = torch.compile(model, backend=self._compile_for_each, dynamic=dynamic)
+
+    def _compile_for_each(self, gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
+        compiled = {}
+        for key, backend in self.backends.items():
+            try:
+                compiled[key] = backend(gm, example_inputs)
+            except Exception as error:  # noqa: BLE001 - raised again when this option set runs
+                compiled[key] = _Raises(error)
+
+        def run_selected(*args):
+            return compiled[self.selected](*args)
+
+        return run_selected
+
+    def backend_for(self, options: Mapping[str, Any]) -> SeatsBackend:
+        return self.backends[self._key(options)]
+
+    def for_options(self, options: Mapping[str, Any]) -> Callable:
+        """Returns the compiled model, running as compiled with `options` (one of the switch's option sets)."""
+        key = self._key(options)
+
+        def call(*args, **kwargs):
+            self.selected = key
+            try:
+                return self.compiled(*args, **kwargs)
+            finally:
+                self.selected = None
+
+        return call
+
+    def _key(self, options: Mapping[str, Any]) -> tuple:
+        key = option_key(options)
+        if key not in self.backends:
+            raise KeyError(f"OptionSwitch: {dict(options)} is not one of its option sets")
+        return key
