@@ -145,6 +145,7 @@ COMPAT_SMOKE = (
 
 def _listed(nodeid: str, names: tuple[str, ...]) -> bool:
     """True when a list names the case itself, its test (every parametrization) or its file."""
+    nodeid = nodeid.split("@")[0]  # pytest-xdist's --dist loadgroup appends "@<group>"
     return nodeid in names or nodeid.split("[")[0] in names or nodeid.split("::")[0] in names
 
 
@@ -156,6 +157,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.compat)
         if _listed(item.nodeid, EXTENDED):
             item.add_marker(pytest.mark.extended)
+
+
+def pytest_runtest_setup(item):
+    """Under `--dist loadgroup` (make test-slow), fails a grouped case that pytest-xdist did not tag with its
+    group: each group would be split across the processes, and its shared compiled models built in each."""
+    if getattr(item.config.option, "loadgroup", False) and item.get_closest_marker("xdist_group") is not None \
+            and "@" not in item.nodeid:
+        import xdist
+
+        pytest.fail(f"pytest-xdist {xdist.__version__} did not put this case in its xdist_group under pytest "
+                    f"{pytest.__version__}: see the pytest pin in pyproject.toml", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,10 @@ from seats_fx.models.configs import token_ids_for_vocab
 from seats_fx.models.synthetic import (ClipSpec, batch_inputs, synthetic_audio_inputs, synthetic_clip_inputs,
                                        synthetic_image_inputs)
 from seats_fx.reference import seats_forward, seats_generate
+from seats_fx.runtime import set_last_stats
 
 from generate_helpers import assert_step_logits_match, compiled_copy, generate_with_logits
+from option_switch import OptionSwitch
 
 OPTIONS = [
     dict(progressive_drop_layers=(3, 5), late_block_layer=7, retention=0.2),
@@ -90,8 +92,7 @@ def batches(draw, kinds=None):
 
 
 # one mixed corner batch each run (the paper's schedule over text, video and image); hypothesis varies
-# lengths, content and the padding side. The other option sets' corners are explicit cases of the slow search
-# (which shares their compiled models).
+# lengths, content and the padding side. The other option sets' corners are explicit cases of the slow search.
 CORNER_BATCHES = [
     pytest.param(OPTIONS[0], ("text", "video", "image"), id="drops-3-5-text-video-image"),
 ]
@@ -110,7 +111,18 @@ def test_each_sample_keeps_what_it_keeps_alone(thinker_eager_towers, options, ki
 @example(options=OPTIONS[1], batch=(["clip", "text", "audio"], [4, 2, 6], [11, 12, 13]), side="left")
 @example(options=OPTIONS[2], batch=(["image", "clip"], [6, 4], [21, 22]), side="right")
 def test_each_sample_keeps_what_it_keeps_alone_wide(thinker_eager_towers, options, batch, side):
-    check_each_sample_alone(thinker_eager_towers, options, batch, side)
+    check_each_sample_alone(thinker_eager_towers, options, batch, side, _switched(thinker_eager_towers))
+
+
+_switches: dict = {}
+
+
+def _switched(model) -> OptionSwitch:
+    """One trace of `model` for the search's three option sets (a batch structure drawn under one set is not
+    traced again under another)."""
+    if id(model) not in _switches:
+        _switches[id(model)] = OptionSwitch(model, [dict(options, inductor=False) for options in OPTIONS])
+    return _switches[id(model)]
 
 
 def expected_rows(alone, stages, length: int) -> list[torch.Tensor]:
@@ -126,13 +138,15 @@ def expected_rows(alone, stages, length: int) -> list[torch.Tensor]:
     return rows
 
 
-def check_each_sample_alone(model, options, batch_spec, side):
+def check_each_sample_alone(model, options, batch_spec, side, switch: OptionSwitch | None = None):
     options = dict(options, inductor=False)
+    run = switch.for_options(options) if switch is not None else compiled(model, options)
     kinds, seconds, seeds = batch_spec
     singles = [sample_inputs(model.config, kind, s, seed) for kind, s, seed in zip(kinds, seconds, seeds)]
     batch = mixed_batch(singles, pad_id(model), side)
+    set_last_stats(None)  # the stats read below are this call's
     with torch.no_grad():
-        logits = compiled(model, options)(**batch).logits
+        logits = run(**batch).logits
     stats = last_stats()
     assert stats.pruned, stats.skipped
     assert len(stats.stage_positions) == len(stats.stages)

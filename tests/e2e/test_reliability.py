@@ -15,6 +15,7 @@ from seats_fx.models import adapter_for
 from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
 from seats_fx.ops.budget import AUDIO, VIDEO
 from seats_fx.reference import seats_forward
+from seats_fx.runtime import set_last_stats
 from seats_fx.stage_plan import StagePlan
 
 from generate_helpers import fresh_copy, towers_run_eagerly
@@ -307,6 +308,7 @@ def check_pipeline(shape, options, clip):
             compiled(**inputs)
         assert str(_value_error_in(raised.value)) == str(refusal)
         return
+    set_last_stats(None)  # the stats read below are this call's
     with torch.no_grad():
         logits = compiled(**inputs).logits
         plain = model(**inputs).logits if options.get("retention") == 1.0 else None
