@@ -70,6 +70,9 @@ SLOW_FOR_TIME = (
     "tests/e2e/test_generate.py::test_text_only_generate_is_untouched",
     "tests/e2e/test_torchao.py::test_quantized_thinker_matches_its_eager_reference",
     "tests/test_config.py::test_hash_is_the_same_in_another_process",
+    # the mutation check of generate()'s decode positions: a generate compile of its own (its module's
+    # Dynamo cache is not the generate tests'); the other mutants run in the default suite
+    "tests/ops/test_mutations.py::test_a_decode_position_shift_is_caught_by_the_generate_test",
     # keep-everything in the default suite: test_generate.py::test_retention_one_generate_is_the_model (the
     # same untouched graphs through seats_fx.compile, every step's logits equal to the model's)
     "tests/e2e/test_headline_usage.py::test_retention_one_is_the_unpruned_model_exactly",

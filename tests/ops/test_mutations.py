@@ -4,7 +4,7 @@ A test that passes whatever the code does proves nothing. Each mutant below repl
 way a plausible bug would (weights ignored, a position off by one), runs the tests meant to catch it, and
 requires an AssertionError from each; the same tests pass on the real code (checked here too, so a mutant that
 "fails" because the test was already broken does not count, unless the suite runs that very test unpatched
-anyway). Runs in the default suite.
+anyway). Runs in the default suite, but for the generate() mutant (a generate compile of its own: slow tier).
 """
 
 from __future__ import annotations
@@ -144,8 +144,7 @@ def test_a_decode_position_shift_is_caught_by_the_generate_test(tiny_thinker, mo
     import test_generate
     from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
 
-    # the first generate corner's options and clip shape: in a full run its compiled model is built and traced
-    # already, and the corner test runs this very check unpatched
+    # the first generate corner's options and clip shape: the corner test runs this very check unpatched
     options, corner = test_generate.GENERATE_CORNERS[0]
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=corner.video_seconds,
                                                                  audio_seconds=corner.audio_seconds, seed=5))
