@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 from hypothesis import HealthCheck, Phase, settings
 
-from eager_towers import fresh_copy, towers_run_eagerly  # tests/ is on sys.path (rootdir conftest)
+# torch and seats_fx (transformers: ~10 s of imports here) are imported where a test process needs them, not at
+# the top: pytest-xdist's controller process loads this file too, before it starts the workers, and runs no test
 
 # Hypothesis profiles, chosen by SEATS_HYPOTHESIS_PROFILE: `dev` (the default: new random cases each run, so
 # repeated local runs search further) and `ci` (derandomized: the same cases every run, so a CI failure
@@ -31,11 +31,17 @@ settings.load_profile(_profile)
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), ".cache", "inductor"))
 
-# under pytest-xdist (make test) each of the processes gets one core's worth of threads; SEATS_TEST_THREADS
-# sets it for a process that shares the cores another way (CI runs the compat tier beside the slow tier)
-_threads = os.environ.get("SEATS_TEST_THREADS")
-torch.set_num_threads(int(_threads) if _threads else 1 if os.environ.get("PYTEST_XDIST_WORKER")
-                      else max(1, min(2, torch.get_num_threads())))
+
+def pytest_configure(config):
+    """Under pytest-xdist (make test) each test process gets one core's worth of threads; SEATS_TEST_THREADS
+    sets it for a process that shares the cores another way (CI runs the compat tier beside the slow tier)."""
+    if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # xdist's controller: runs no test
+    import torch
+
+    threads = os.environ.get("SEATS_TEST_THREADS")
+    torch.set_num_threads(int(threads) if threads else 1 if os.environ.get("PYTEST_XDIST_WORKER")
+                          else max(1, min(2, torch.get_num_threads())))
 
 
 # Cases moved from the default suite (`make test`, <= 5 min on 2 cores) to the slow tier (`make test-slow`, run
@@ -180,6 +186,8 @@ def tiny_thinker():
 
     from seats_fx.models.configs import tiny_qwen2_5_omni_config
 
+    import torch
+
     torch.manual_seed(0)
     return Qwen2_5OmniThinkerForConditionalGeneration(tiny_qwen2_5_omni_config()).eval()
 
@@ -206,6 +214,8 @@ def _dynamo_cache_per_module():
     recompile_limit there, after which Dynamo runs such frames without seats (measured: a fuzz shard and the
     CLI report test then found no seats prefill). A module's compiled models recompile if a later module
     calls them again."""
+    import torch._dynamo
+
     yield
     torch._dynamo.reset()
 
@@ -213,6 +223,8 @@ def _dynamo_cache_per_module():
 @pytest.fixture(scope="session")
 def thinker_eager_towers(tiny_thinker):
     """tiny_thinker's weights, towers run eagerly (towers_run_eagerly): the decoder-selection tests' model."""
+    from eager_towers import fresh_copy, towers_run_eagerly  # tests/ is on sys.path (rootdir conftest)
+
     return towers_run_eagerly(fresh_copy(tiny_thinker))
 
 
@@ -222,6 +234,8 @@ def tiny_qwen3():
     from transformers import Qwen3OmniMoeThinkerForConditionalGeneration
 
     from seats_fx.models.configs import tiny_qwen3_omni_moe_config
+
+    import torch
 
     torch.manual_seed(0)
     return Qwen3OmniMoeThinkerForConditionalGeneration(tiny_qwen3_omni_moe_config()).eval()
