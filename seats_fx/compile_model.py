@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -29,23 +29,32 @@ def compile_model(model: nn.Module, options: Mapping[str, Any] | SeatsConfig | N
     With SeatsConfig.fast_encoders (the default), or towers already switched by use_fast_encoders, the
     vision and audio towers attend with one variable-length call per layer and record stage 1's q/k.
     """
-    compile_kwargs.setdefault("dynamic", True)
     adapter = adapter_for(model)  # ValueError naming the supported families
+    seats = SeatsBackend(options, facts=model_facts(adapter.thinker))
+    compile_with_backend(model, seats, seats.config, **compile_kwargs)
+    adapter.thinker.seats_backend = seats
+    return model
+
+
+def compile_with_backend(model: nn.Module, backend: Callable, config: SeatsConfig, **compile_kwargs) -> nn.Module:
+    """What compile_model does with its SeatsBackend, for any Dynamo backend that rewrites graphs as one with
+    `config` would (compiler research: a backend wrapping or switching between SeatsBackends). `config`
+    decides what is prepared around the compile: nothing when it keeps every token, else the fast encoders
+    (where config.fast_encoders) and the encoders generate() calls eagerly."""
+    compile_kwargs.setdefault("dynamic", True)
+    adapter = adapter_for(model)
     thinker = adapter.thinker
     adapter.prepare_for_compile()
-    seats = SeatsBackend(options, facts=model_facts(thinker))
-    if seats.config.keeps_everything:  # nothing is selected: the model, compiled, and nothing else changed
-        thinker.compile(backend=seats, **compile_kwargs)
-        thinker.seats_backend = seats
+    if config.keeps_everything:  # nothing is selected: the model, compiled, and nothing else changed
+        thinker.compile(backend=backend, **compile_kwargs)
         return model
-    if seats.config.fast_encoders or uses_fast_encoders(model):
+    if config.fast_encoders or uses_fast_encoders(model):
         # one attention call per encoder layer; the last layer of each tower records stage 1's q/k itself
         use_fast_encoders(model, stage1_taps=True)
-    thinker.compile(backend=seats, **compile_kwargs)
+    thinker.compile(backend=backend, **compile_kwargs)
     base = adapter.multimodal
     for name in EAGER_ENCODER_METHODS:
         method = getattr(base, name, None)
         if method is not None:
-            setattr(base, name, torch.compile(method, backend=seats, **compile_kwargs))
-    thinker.seats_backend = seats
+            setattr(base, name, torch.compile(method, backend=backend, **compile_kwargs))
     return model

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
 from seats_fx import SeatsBackend
+from seats_fx.compile_model import compile_with_backend
+from seats_fx.models import adapter_for, model_facts
 
 
 def option_key(options: Mapping[str, Any]) -> tuple:
@@ -36,18 +39,32 @@ class OptionSwitch:
     Without Inductor only: Inductor's compile_fx may change the graph it is handed, which the next option
     set would then see. A backend that refuses a graph (an unreachable retention target) refuses it when the
     option set runs, where its own compile would have raised the same error at its first call.
+
+    With whole_model=True the switch compiles `model` in place as seats_fx.compile would (forward, generate()'s
+    prefill and decode steps, the encoders generate() calls eagerly; each SeatsBackend with the model's
+    facts): run it under `selecting(options)`.
     """
 
-    def __init__(self, model: torch.nn.Module, option_sets: list[Mapping[str, Any]], dynamic: bool | None = True):
+    def __init__(self, model: torch.nn.Module, option_sets: list[Mapping[str, Any]], dynamic: bool | None = True,
+                 whole_model: bool = False):
         keys = [option_key(options) for options in option_sets]
         if len(set(keys)) != len(keys):
             raise ValueError("OptionSwitch: the option sets must differ")
         lowered = [options for options in option_sets if options.get("inductor", True)]
         if lowered:
             raise ValueError(f"OptionSwitch needs inductor=False in every option set, got {lowered[0]}")
-        self.backends = {key: SeatsBackend(dict(options)) for key, options in zip(keys, option_sets)}
+        facts = model_facts(adapter_for(model).thinker) if whole_model else None
+        self.backends = {key: SeatsBackend(dict(options), facts=facts) for key, options in zip(keys, option_sets)}
         self.selected: tuple | None = None
-        self.compiled = torch.compile(model, backend=self._compile_for_each, dynamic=dynamic)
+        if not whole_model:
+            self.compiled = torch.compile(model, backend=self._compile_for_each, dynamic=dynamic)
+            return
+        configs = [backend.config for backend in self.backends.values()]
+        # what compile_with_backend prepares around the compile follows these two: every set must agree
+        if len({(config.keeps_everything, config.fast_encoders) for config in configs}) != 1:
+            raise ValueError("OptionSwitch(whole_model=True): the option sets differ in keeping everything or in "
+                             "fast_encoders, which change what seats_fx.compile prepares")
+        self.compiled = compile_with_backend(model, self._compile_for_each, configs[0], dynamic=dynamic)
 
     def _compile_for_each(self, gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
         compiled = {}
@@ -62,19 +79,23 @@ class OptionSwitch:
 
         return run_selected
 
+    @contextmanager
+    def selecting(self, options: Mapping[str, Any]) -> Iterator[None]:
+        """Every compiled graph run inside runs as compiled with `options` (e.g. a whole generate())."""
+        self.selected = self._key(options)
+        try:
+            yield
+        finally:
+            self.selected = None
+
     def backend_for(self, options: Mapping[str, Any]) -> SeatsBackend:
         return self.backends[self._key(options)]
 
     def for_options(self, options: Mapping[str, Any]) -> Callable:
         """Returns the compiled model, running as compiled with `options` (one of the switch's option sets)."""
-        key = self._key(options)
-
         def call(*args, **kwargs):
-            self.selected = key
-            try:
+            with self.selecting(options):
                 return self.compiled(*args, **kwargs)
-            finally:
-                self.selected = None
 
         return call
 
@@ -83,3 +104,16 @@ class OptionSwitch:
         if key not in self.backends:
             raise KeyError(f"OptionSwitch: {dict(options)} is not one of its option sets")
         return key
+
+
+_switches: dict = {}
+
+
+def switch_for(model: torch.nn.Module, option_sets: list[Mapping[str, Any]]) -> OptionSwitch:
+    """The one OptionSwitch of `model` over `option_sets` (each run without Inductor), built on first use: a
+    search's cases share its trace. The switch holds the model, so its id is not reused while cached."""
+    sets = [dict(options, inductor=False) for options in option_sets]
+    key = (id(model), tuple(option_key(options) for options in sets))
+    if key not in _switches:
+        _switches[key] = OptionSwitch(model, sets)
+    return _switches[key]

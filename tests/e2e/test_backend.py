@@ -13,7 +13,7 @@ from seats_fx.reference import seats_forward
 from seats_fx.runtime import set_last_stats
 
 from eager_towers import towers_run_eagerly
-from option_switch import OptionSwitch
+from option_switch import switch_for
 
 # the graph depends on these (block boundaries, fusion layer, stage switches); retention does not
 # an early late block leaves fewer layers to average the retention over: stage 1 must keep more
@@ -99,13 +99,6 @@ def test_kept_indices_and_logits_match_reference_without_inductor(thinker_eager_
 # length, instead of five of each
 WIDE_OPTION_SETS = [dict(options, inductor=False)
                     for options in OPTION_SETS + [dict(GRAPH_OPTIONS[4], retention=0.15)]]
-_switches: dict = {}
-
-
-def switched_model(model) -> OptionSwitch:
-    if id(model) not in _switches:
-        _switches[id(model)] = OptionSwitch(model, WIDE_OPTION_SETS)
-    return _switches[id(model)]
 
 
 @pytest.mark.slow
@@ -114,14 +107,14 @@ def switched_model(model) -> OptionSwitch:
 @given(options=st.sampled_from(WIDE_OPTION_SETS), clip=clips)
 def test_kept_indices_and_logits_match_reference_without_inductor_wide(thinker_eager_towers, options, clip):
     assert_matches_reference(thinker_eager_towers, synthetic_clip_inputs(thinker_eager_towers.config, clip), options,
-                             compiled=switched_model(thinker_eager_towers).for_options(options))
+                             compiled=switch_for(thinker_eager_towers, WIDE_OPTION_SETS).for_options(options))
 
 
 @pytest.mark.slow
 @EAGER_COMPILES  # the option set the group's other cases compile on their own
 def test_one_trace_for_all_option_sets_runs_what_each_sets_own_compile_runs(thinker_eager_towers):
     options, other = WIDE_OPTION_SETS[0], WIDE_OPTION_SETS[2]
-    switch = switched_model(thinker_eager_towers)
+    switch = switch_for(thinker_eager_towers, WIDE_OPTION_SETS)
     for clip in (ClipSpec(video_seconds=5, audio_seconds=3.5, seed=1), ClipSpec(video_seconds=3, seed=2)):
         inputs = synthetic_clip_inputs(thinker_eager_towers.config, clip)
         run_compiled(thinker_eager_towers, inputs, other, compiled=switch.for_options(other))  # the other set first

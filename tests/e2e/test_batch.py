@@ -13,7 +13,7 @@ from seats_fx.reference import seats_forward, seats_generate
 from seats_fx.runtime import set_last_stats
 
 from generate_helpers import assert_step_logits_match, compiled_copy, generate_with_logits
-from option_switch import OptionSwitch
+from option_switch import OptionSwitch, switch_for
 
 OPTIONS = [
     dict(progressive_drop_layers=(3, 5), late_block_layer=7, retention=0.2),
@@ -111,18 +111,8 @@ def test_each_sample_keeps_what_it_keeps_alone(thinker_eager_towers, options, ki
 @example(options=OPTIONS[1], batch=(["clip", "text", "audio"], [4, 2, 6], [11, 12, 13]), side="left")
 @example(options=OPTIONS[2], batch=(["image", "clip"], [6, 4], [21, 22]), side="right")
 def test_each_sample_keeps_what_it_keeps_alone_wide(thinker_eager_towers, options, batch, side):
-    check_each_sample_alone(thinker_eager_towers, options, batch, side, _switched(thinker_eager_towers))
-
-
-_switches: dict = {}
-
-
-def _switched(model) -> OptionSwitch:
-    """One trace of `model` for the search's three option sets (a batch structure drawn under one set is not
-    traced again under another)."""
-    if id(model) not in _switches:
-        _switches[id(model)] = OptionSwitch(model, [dict(options, inductor=False) for options in OPTIONS])
-    return _switches[id(model)]
+    # one trace for the three option sets: a batch structure drawn under one set is not traced again under another
+    check_each_sample_alone(thinker_eager_towers, options, batch, side, switch_for(thinker_eager_towers, OPTIONS))
 
 
 def expected_rows(alone, stages, length: int) -> list[torch.Tensor]:

@@ -14,7 +14,7 @@ from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
 from seats_fx.reference import seats_generate
 
 from generate_helpers import (assert_step_logits_match, cache_lengths, compiled_copy, expected_cache_lengths,
-                              fresh_copy, generate, generate_with_logits, towers_run_eagerly)
+                              fresh_copy, generate, generate_with_logits, switched_copy, towers_run_eagerly)
 
 GRAPH_OPTIONS = [
     dict(progressive_drop_layers=(3, 5), late_block_layer=7),
@@ -25,9 +25,13 @@ GRAPH_OPTIONS = [
 STEP_LOGITS_ATOL = {False: 1e-4, True: 1e-3}
 
 
-def assert_generate_matches_reference(model, inputs, options, tokens=6):
-    compiled = compiled_copy(model, options)
-    generated, cache, logits = generate_with_logits(compiled, inputs, tokens)
+def assert_generate_matches_reference(model, inputs, options, tokens=6, switch=None):
+    """switch: an OptionSwitch of a compiled copy holding `options` (default: compiled_copy's own compile)."""
+    if switch is None:
+        generated, cache, logits = generate_with_logits(compiled_copy(model, options), inputs, tokens)
+    else:
+        with switch.selecting(options):
+            generated, cache, logits = generate_with_logits(switch.compiled, inputs, tokens)
     stats = last_stats()
     reference = seats_generate(model, inputs, options, max_new_tokens=tokens)
     assert stats.pruned, stats.skipped
@@ -57,9 +61,10 @@ def test_greedy_tokens_step_logits_and_cache_match_the_reference_decoder(tiny_th
     assert_generate_matches_reference(tiny_thinker, synthetic_clip_inputs(tiny_thinker.config, clip), options)
 
 
-# each (options, retention) pair is one compile (prefill and decode step): a few pairs, many clips. The slow
-# cases below use these pairs where their options do not matter, so one compile serves them all (they are one
-# xdist group: make test-slow runs a group in one process).
+# a few (options, retention) pairs, many clips, all run by one compiled copy (switched_copy: each pair runs the
+# graphs its own seats_fx.compile would; test_backend.py compares the two); the cases below use these pairs
+# where their options do not matter, so that one compile serves them all (they are one xdist group: make
+# test-slow runs a group in one process).
 WIDE_GENERATE_OPTIONS = [dict(GRAPH_OPTIONS[0], retention=0.2), dict(GRAPH_OPTIONS[1], retention=0.05),
                          dict(GRAPH_OPTIONS[2], retention=0.5), dict(GRAPH_OPTIONS[0], retention=0.1)]
 SHARED_COMPILES = pytest.mark.xdist_group("test_generate-shared-compiles")
@@ -74,8 +79,12 @@ wide_clips = st.builds(ClipSpec, video_seconds=st.integers(1, 8), audio_seconds=
 @example(options=WIDE_GENERATE_OPTIONS[1], clip=ClipSpec(video_seconds=4, audio_seconds=0, seed=5))  # no stage 1
 @example(options=WIDE_GENERATE_OPTIONS[2], clip=ClipSpec(video_seconds=6, seed=6))  # stage 3 off
 def test_greedy_tokens_step_logits_and_cache_match_the_reference_decoder_wide(tiny_thinker, options, clip):
-    options = dict(options, inductor=False)
-    assert_generate_matches_reference(tiny_thinker, synthetic_clip_inputs(tiny_thinker.config, clip), options)
+    assert_generate_matches_reference(tiny_thinker, synthetic_clip_inputs(tiny_thinker.config, clip),
+                                      dict(options, inductor=False), switch=wide_switch(tiny_thinker))
+
+
+def wide_switch(model):
+    return switched_copy(model, WIDE_GENERATE_OPTIONS)
 
 
 @pytest.mark.parametrize("inductor", [False, pytest.param(True, marks=pytest.mark.slow)])
@@ -127,9 +136,10 @@ def test_bare_compile_names_seats_fx_compile_when_generate_encodes_video_eagerly
 @SHARED_COMPILES
 def test_a_continued_prompt_over_a_filled_cache_is_not_pruned(tiny_thinker):
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=2, audio_seconds=0))
-    compiled = compiled_copy(tiny_thinker, dict(WIDE_GENERATE_OPTIONS[1], inductor=False))
+    switch = wide_switch(tiny_thinker)
+    compiled = switch.compiled
     ids = torch.randint(0, 900, (1, 6))
-    with torch.no_grad():
+    with torch.no_grad(), switch.selecting(dict(WIDE_GENERATE_OPTIONS[1], inductor=False)):
         cache = compiled(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True).past_key_values
         more = torch.cat([ids, inputs["input_ids"]], dim=1)
         compiled(**dict(inputs, input_ids=more, attention_mask=torch.ones_like(more)), past_key_values=cache,
@@ -140,14 +150,15 @@ def test_a_continued_prompt_over_a_filled_cache_is_not_pruned(tiny_thinker):
 @pytest.mark.slow
 @SHARED_COMPILES
 def test_a_decode_step_over_a_foreign_pruned_cache_is_refused(tiny_thinker):
-    options = dict(WIDE_GENERATE_OPTIONS[0], inductor=False)
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4))
-    compiled = compiled_copy(tiny_thinker, options)
-    _, cache = generate(compiled, inputs, 3)
-    generate(compiled, synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=2)), 2)
-    token = torch.ones(1, 1, dtype=torch.long)
-    with pytest.raises(Exception, match="does not continue the last pruned prefill"), torch.no_grad():
-        compiled(input_ids=token, past_key_values=cache, use_cache=True)
+    switch = wide_switch(tiny_thinker)
+    compiled = switch.compiled
+    with switch.selecting(dict(WIDE_GENERATE_OPTIONS[0], inductor=False)):
+        _, cache = generate(compiled, inputs, 3)
+        generate(compiled, synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=2)), 2)
+        token = torch.ones(1, 1, dtype=torch.long)
+        with pytest.raises(Exception, match="does not continue the last pruned prefill"), torch.no_grad():
+            compiled(input_ids=token, past_key_values=cache, use_cache=True)
 
 
 @pytest.mark.slow
@@ -176,7 +187,8 @@ def test_image_only_generate_matches_the_reference(tiny_thinker):
     from seats_fx.models.synthetic import synthetic_image_inputs
 
     assert_generate_matches_reference(tiny_thinker, synthetic_image_inputs(tiny_thinker.config, 112, 168, seed=2),
-                                      dict(WIDE_GENERATE_OPTIONS[0], inductor=False), tokens=4)
+                                      dict(WIDE_GENERATE_OPTIONS[0], inductor=False), tokens=4,
+                                      switch=wide_switch(tiny_thinker))
 
 
 @SHARED_COMPILES

@@ -19,7 +19,7 @@ from seats_fx.runtime import set_last_stats
 from seats_fx.stage_plan import StagePlan
 
 from generate_helpers import fresh_copy, towers_run_eagerly
-from option_switch import OptionSwitch
+from option_switch import switch_for
 from test_backend import GRAPH_OPTIONS, assert_matches_reference
 
 OPTIONS = dict(GRAPH_OPTIONS[0], inductor=False)
@@ -287,12 +287,11 @@ _fuzz_models: dict = {}
 
 def _fuzz_compiled(shape, options):
     """The shape's model and its compiled forward with `options`: one trace per shape serves every option
-    set (option_switch.OptionSwitch), so a shard's cost is two traces, not fourteen."""
+    set (option_switch.switch_for), so a shard's cost is two traces, not fourteen."""
     if shape not in _fuzz_models:
-        model = _tiny_model(*shape)
-        _fuzz_models[shape] = (model, OptionSwitch(model, [dict(o, inductor=False) for o in FUZZ_OPTIONS]))
-    model, switch = _fuzz_models[shape]
-    return model, switch.for_options(options)
+        _fuzz_models[shape] = _tiny_model(*shape)
+    model = _fuzz_models[shape]
+    return model, switch_for(model, FUZZ_OPTIONS).for_options(options)
 
 
 def check_pipeline(shape, options, clip):
