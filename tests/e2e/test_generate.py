@@ -61,10 +61,10 @@ def test_greedy_tokens_step_logits_and_cache_match_the_reference_decoder(tiny_th
     assert_generate_matches_reference(tiny_thinker, synthetic_clip_inputs(tiny_thinker.config, clip), options)
 
 
-# a few (options, retention) pairs, many clips, all run by one compiled copy (switched_copy: each pair runs the
-# graphs its own seats_fx.compile would; test_backend.py compares the two); the cases below use these pairs
-# where their options do not matter, so that one compile serves them all (they are one xdist group: make
-# test-slow runs a group in one process).
+# a few (options, retention) pairs, many clips, all run by one compiled copy (switched_copy: each pair runs its
+# own rewrite of every graph, as test_backend.py checks for the forward switch; here each case is compared with
+# the eager reference decoder as well); the cases below use these pairs where their options do not matter, so
+# that one compile serves them all (they are one xdist group: make test-slow runs a group in one process).
 WIDE_GENERATE_OPTIONS = [dict(GRAPH_OPTIONS[0], retention=0.2), dict(GRAPH_OPTIONS[1], retention=0.05),
                          dict(GRAPH_OPTIONS[2], retention=0.5), dict(GRAPH_OPTIONS[0], retention=0.1)]
 SHARED_COMPILES = pytest.mark.xdist_group("test_generate-shared-compiles")
