@@ -93,6 +93,8 @@ class OptionSwitch:
 
     def for_options(self, options: Mapping[str, Any]) -> Callable:
         """Returns the compiled model, running as compiled with `options` (one of the switch's option sets)."""
+        self._key(options)  # an option set the switch does not hold: KeyError here, not at the first call
+
         def call(*args, **kwargs):
             with self.selecting(options):
                 return self.compiled(*args, **kwargs)
@@ -109,11 +111,15 @@ class OptionSwitch:
 _switches: dict = {}
 
 
-def switch_for(model: torch.nn.Module, option_sets: list[Mapping[str, Any]]) -> OptionSwitch:
+def switch_for(model: torch.nn.Module, option_sets: list[Mapping[str, Any]],
+               whole_model_of: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> OptionSwitch:
     """The one OptionSwitch of `model` over `option_sets` (each run without Inductor), built on first use: a
-    search's cases share its trace. The switch holds the model, so its id is not reused while cached."""
+    search's cases share its trace. whole_model_of: builds, on first use, the model a whole-model switch
+    compiles in place (a copy of `model`: seats_fx.compile changes the model it compiles). The cache holds
+    `model`, so its id is not reused while cached."""
     sets = [dict(options, inductor=False) for options in option_sets]
-    key = (id(model), tuple(option_key(options) for options in sets))
+    key = (id(model), tuple(option_key(options) for options in sets), whole_model_of is not None)
     if key not in _switches:
-        _switches[key] = OptionSwitch(model, sets)
-    return _switches[key]
+        target = model if whole_model_of is None else whole_model_of(model)
+        _switches[key] = (model, OptionSwitch(target, sets, whole_model=whole_model_of is not None))
+    return _switches[key][1]

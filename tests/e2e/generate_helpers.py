@@ -6,10 +6,9 @@ import seats_fx
 from seats_fx.decode_step import decode_mask_shared_by_all_layers
 
 from eager_towers import fresh_copy, towers_run_eagerly  # noqa: F401 (fresh_copy: used by the generate tests)
-from option_switch import OptionSwitch, option_key
+from option_switch import OptionSwitch, switch_for
 
 _compiled: dict = {}
-_switched: dict = {}
 
 
 def compiled_copy(model, options: dict, eager_towers: bool = True):
@@ -29,11 +28,11 @@ def switched_copy(model, option_sets: list[dict]) -> OptionSwitch:
     """compiled_copy for several option sets (each without Inductor) at the cost of one: seats_fx.compile's
     steps on one fresh copy of `model` (towers eager), with a backend that runs each set's own rewrite of
     every graph (option_switch.OptionSwitch). Run `switch.compiled` under `switch.selecting(options)`."""
-    sets = [dict(options, inductor=False) for options in option_sets]
-    key = (id(model), tuple(option_key(options) for options in sets))
-    if key not in _switched:
-        _switched[key] = OptionSwitch(towers_run_eagerly(fresh_copy(model)), sets, whole_model=True)
-    return _switched[key]
+    return switch_for(model, option_sets, whole_model_of=_eager_towers_copy)
+
+
+def _eager_towers_copy(model):
+    return towers_run_eagerly(fresh_copy(model))
 
 
 def generate(model, inputs, tokens: int):
