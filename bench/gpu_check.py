@@ -1,5 +1,7 @@
-"""Device check: a Qwen2.5-Omni-7B-shaped thinker with random bf16 weights on a 60 s clip with audio, four
-ways in one process: plain eager, plain Inductor, backend="seats" with Inductor, the eager SEATS reference.
+"""Device check: a Qwen2.5-Omni-7B-shaped thinker with random bf16 weights on a 60 s clip with audio, up to
+six ways in one process: the eager SEATS reference, plain eager, plain Inductor, backend="seats" with
+Inductor (the bare torch.compile usage), plain eager with fast encoders (seats_fx.use_fast_encoders) and
+seats_fx.compile (fast encoders, Inductor).
 
 Prints a table and writes JSON: prefill total, encoders and LLM part, selection time, kernel launches and
 host syncs (torch.profiler), host reads and ops of the seats glue (seats_fx.host_reads), peak memory, tokens
@@ -8,12 +10,17 @@ each decoder layer processed, and max |logit diff| of the last position against 
 runs each); variants that would start past --budget-s are skipped and say so.
 
 How the parts are measured: encoders = the two towers run alone (get_video_features + get_audio_features),
-eagerly for the eager variants and compiled with Inductor for the compiled ones; LLM = total - encoders.
-For backend="seats" the decoder's own span is also measured directly (CUDA events from the first glue call,
-seats_begin, to the last, seats_finish), and selection = the summed GPU-timeline spans of its glue calls.
-The reference times its encode and decode calls separately.
+eagerly for the eager variants and compiled with Inductor for plain Inductor; LLM = total - encoders. The
+decoder's own span is measured directly on CUDA: for the eager variants with CUDA events from the first
+decoder layer's entry to the last layer's exit (forward hooks), for the seats variants from the first glue
+call (seats_begin, just before the first layer) to the last (seats_finish); selection = the summed
+GPU-timeline spans of the glue calls. The seats variants' towers are not compiled and timed on their own
+(a second cold compile of them): their LLM part is the decoder span. The reference times its encode and
+decode calls separately. The variants run in the order given; the JSON is written after each, and a
+variant that fails is recorded with its error and the rest go on.
 
-Usage: python -m bench.gpu_check [--tiny] [--seconds 60] [--json bench/results/gpu_check.json]
+Usage: python -m bench.gpu_check [--tiny] [--seconds 60] [--variants reference,eager,seats,fast,compile]
+       [--json bench/results/gpu_check.json]
   --tiny: an 8-layer tiny thinker and an 8 s clip, on CPU when no GPU is there (proves the script runs).
 Runs on torch 2.11-2.13 with transformers 5.17-5.23 (the stock CUDA image has torch 2.11, transformers 5.17).
 """
@@ -34,9 +41,12 @@ import transformers
 from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
 from bench.measure import synchronize, timed_runs, write_json
+import seats_fx
 from seats_fx import SeatsBackend, last_stats
 from seats_fx.call import set_glue_observer
 from seats_fx.host_reads import counting_glue, total
+from seats_fx.encoder_attention import use_fast_encoders
+from seats_fx.models import adapter_for
 from seats_fx.models.configs import TinySpec, real_qwen2_5_omni_config, tiny_qwen2_5_omni_config
 from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
 from seats_fx.reference import seats_forward
@@ -145,6 +155,22 @@ class GlueTimer:
         return {"selection_gpu_s": selection, "seats_begin_gpu_s": begin, "decoder_span_s": decoder}
 
 
+def decoder_span_seconds(model, run) -> float:
+    """GPU-timeline seconds from the first decoder layer's entry to the last layer's exit in one run()
+    (CUDA events recorded by forward hooks; eager models only: a hook would break a compiled graph)."""
+    layers = adapter_for(model).decoder_layers
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    handles = [layers[0].register_forward_pre_hook(lambda *_: start.record()),
+               layers[-1].register_forward_hook(lambda *_: end.record())]
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1e3
+
+
 def build(tiny: bool, layers: int, device: torch.device, dtype: torch.dtype):
     config = tiny_qwen2_5_omni_config(TinySpec(num_layers=layers)) if tiny else real_qwen2_5_omni_config("7B")
     torch.manual_seed(0)
@@ -196,7 +222,6 @@ def run_check(args) -> dict:
               "model": "tiny" if args.tiny else "Qwen2.5-Omni-7B-shaped", "layers": depth, "dtype": args.dtype,
               "seconds": args.seconds, "counts": counts, "options": options, "variants": []}
     forward = lambda module: (lambda: _last_logits(module(**inputs, logits_to_keep=1)))  # noqa: E731
-    compiled_encoders = None
 
     def over_budget(variant: str) -> bool:
         if time.perf_counter() - started > args.budget_s:
@@ -205,15 +230,52 @@ def run_check(args) -> dict:
             return True
         return False
 
+    def record(row: dict) -> None:
+        result["variants"].append(row)
+        result["wall_s"] = time.perf_counter() - started
+        result["targets"] = _targets(result)
+        write_json(args.json, result)  # after each variant: a run cut short still leaves what it measured
+
+    def eager_row(name: str, run) -> dict:
+        logits = run()
+        encoders, _ = median_seconds(_encoders(model, inputs), device, args.repeats)
+        row = _variant_row(name, run, device, args.repeats, encoders, None, [counts["tokens"]] * depth, logits,
+                           reference_logits)
+        if device.type == "cuda":
+            row["decoder_span_s"] = decoder_span_seconds(model, run)
+        return row
+
+    def seats_row(name: str, run) -> dict:
+        first = time.perf_counter()
+        logits = run()
+        synchronize(device)
+        first = time.perf_counter() - first
+        stats = last_stats()
+        row = _variant_row(name, run, device, args.repeats, None, first,
+                           stats.layer_tokens if stats is not None else None, logits, reference_logits)
+        row["pruned"], row["skipped_reason"] = (stats.pruned, stats.skipped) if stats else (False, "no stats")
+        row["selection_s"] = stats.selection_seconds if stats else None  # host wall time in the glue
+        if device.type == "cuda":
+            row.update(GlueTimer().measure(run))
+            row["llm_s"] = row["decoder_span_s"]
+        with counting_glue() as per_glue:
+            run()
+        everything = total(per_glue)
+        selection = total({n: c for n, c in per_glue.items() if n != "seats_begin"})
+        row.update({"glue_host_reads": everything.reads, "glue_ops": everything.launches,
+                    "selection_glue_host_reads": selection.reads, "selection_glue_ops": selection.launches,
+                    "glue_reads_by_function": {n: c.reads for n, c in per_glue.items()}})
+        return row
+
     with torch.inference_mode():
-        # 1. the eager reference: encode and decode timed apart; its logits are what the others are held to
+        # the eager reference: encode and decode timed apart; its logits are what the others are held to
         _log("eager SEATS reference ...", started)
         reference = seats_forward(model, inputs, options)
         reference_logits = reference.last_logits.float()
         if "reference" in args.variants:
             encode_s, decode_s = _reference_split(model, inputs, options, device, args.repeats)
             total_s, runs = median_seconds(lambda: seats_forward(model, inputs, options), device, args.repeats)
-            result["variants"].append({
+            record({
                 "variant": "eager SEATS reference", "prefill_s": total_s, "runs_s": runs, "encoders_s": encode_s,
                 "llm_s": decode_s, "selection_s": None, "first_call_s": None,
                 "layer_tokens": [sum(c.values()) for c in reference.layer_counts],
@@ -221,21 +283,12 @@ def run_check(args) -> dict:
                 "peak_mib": peak_memory_mib(lambda: seats_forward(model, inputs, options), device),
                 "max_abs_logit_diff": 0.0})
 
-        # 2. plain eager
-        if "eager" in args.variants and not over_budget("plain eager"):
-            _log("plain eager ...", started)
-            run = forward(model)
-            logits = run()
-            encoders, _ = median_seconds(_encoders(model, inputs), device, args.repeats)
-            result["variants"].append(_variant_row("plain eager", run, device, args.repeats, encoders, None,
-                                                   [counts["tokens"]] * depth, logits, reference_logits))
+        def plain_eager() -> dict:
+            return eager_row("plain eager", forward(model))
 
-        # 3. plain Inductor (cold compile)
-        if "inductor" in args.variants and not over_budget("plain Inductor"):
-            _log("plain Inductor (compiling) ...", started)
+        def plain_inductor() -> dict:
             torch._dynamo.reset()
-            inductor = torch.compile(model)
-            run = forward(inductor)
+            run = forward(torch.compile(model))
             first = time.perf_counter()
             logits = run()
             synchronize(device)
@@ -243,42 +296,40 @@ def run_check(args) -> dict:
             compiled_encoders = torch.compile(_encoders(model, inputs))
             compiled_encoders()
             encoders, _ = median_seconds(compiled_encoders, device, args.repeats)
-            row = _variant_row("plain Inductor", run, device, args.repeats, encoders, first,
-                               [counts["tokens"]] * depth, logits, reference_logits)
-            result["variants"].append(row)
+            return _variant_row("plain Inductor", run, device, args.repeats, encoders, first,
+                                [counts["tokens"]] * depth, logits, reference_logits)
 
-        # 4. backend="seats" with Inductor (cold compile)
-        if "seats" in args.variants and not over_budget(seats_name):
-            _log(f"{seats_name} (compiling) ...", started)
+        def bare_seats() -> dict:
+            torch._dynamo.reset()
             seats = torch.compile(model, backend=SeatsBackend(seats_options, positions_per_second=int(
                 model.config.position_id_per_seconds)))
-            run = forward(seats)
-            first = time.perf_counter()
-            logits = run()
-            synchronize(device)
-            first = time.perf_counter() - first
-            stats = last_stats()
-            if not args.seats_inductor:  # the towers run as plain eager runs them
-                encoders, _ = median_seconds(_encoders(model, inputs), device, args.repeats)
-            else:
-                if compiled_encoders is None:
-                    compiled_encoders = torch.compile(_encoders(model, inputs))
-                    compiled_encoders()
-                encoders, _ = median_seconds(compiled_encoders, device, args.repeats)
-            row = _variant_row(seats_name, run, device, args.repeats, encoders, first,
-                               stats.layer_tokens if stats is not None else None, logits, reference_logits)
-            row["pruned"], row["skipped_reason"] = (stats.pruned, stats.skipped) if stats else (False, "no stats")
-            row["selection_s"] = stats.selection_seconds if stats else None  # host wall time in the glue
-            if device.type == "cuda":
-                row.update(GlueTimer().measure(run))
-            with counting_glue() as per_glue:
-                run()
-            everything = total(per_glue)
-            selection = total({n: c for n, c in per_glue.items() if n != "seats_begin"})
-            row.update({"glue_host_reads": everything.reads, "glue_ops": everything.launches,
-                        "selection_glue_host_reads": selection.reads, "selection_glue_ops": selection.launches,
-                        "glue_reads_by_function": {n: c.reads for n, c in per_glue.items()}})
-            result["variants"].append(row)
+            return seats_row(seats_name, forward(seats))
+
+        def eager_fast() -> dict:
+            use_fast_encoders(model)
+            return eager_row("plain eager + fast encoders", forward(model))
+
+        def seats_compile() -> dict:
+            torch._dynamo.reset()
+            seats_fx.compile(model, seats_options)
+            return seats_row(compile_name, forward(model))
+
+        compile_name = f"seats_fx.compile{' + Inductor' if args.seats_inductor else ', graphs eager'}"
+        runs = {"eager": ("plain eager", plain_eager), "inductor": ("plain Inductor", plain_inductor),
+                "seats": (seats_name, bare_seats), "fast": ("plain eager + fast encoders", eager_fast),
+                "compile": (compile_name, seats_compile)}
+        for key in args.variants:
+            if key == "reference":
+                continue
+            name, measure = runs[key]
+            if over_budget(name):
+                continue
+            _log(f"{name} ...", started)
+            try:
+                record(measure())
+            except Exception as error:  # a device check reports what failed and goes on with the rest
+                _log(f"{name} failed: {error!r}", started)
+                record({"variant": name, "error": repr(error)[:2000]})
     result["wall_s"] = time.perf_counter() - started
     result["targets"] = _targets(result)
     return result
@@ -302,7 +353,7 @@ def _reference_split(model, inputs, options, device, repeats) -> tuple[float, fl
 def _variant_row(name, run, device, repeats, encoders_s, first_call_s, layer_tokens, logits, reference_logits):
     total_s, runs = median_seconds(run, device, repeats)
     return {"variant": name, "prefill_s": total_s, "runs_s": runs, "encoders_s": encoders_s,
-            "llm_s": total_s - encoders_s, "selection_s": None, "first_call_s": first_call_s,
+            "llm_s": total_s - encoders_s if encoders_s is not None else None, "selection_s": None, "first_call_s": first_call_s,
             "layer_tokens": layer_tokens, "device_counts": launches_and_syncs(run, device),
             "peak_mib": peak_memory_mib(run, device),
             "max_abs_logit_diff": float((logits - reference_logits).abs().max())}
@@ -317,16 +368,28 @@ def _triton_version() -> str | None:
 
 
 def _targets(result: dict) -> dict:
-    rows = {r["variant"]: r for r in result["variants"] if "prefill_s" in r}
+    rows = {r["variant"]: r for r in result["variants"] if "prefill_s" in r}  # not the skipped or failed
     seats = rows.get("backend=seats + Inductor") or rows.get("backend=seats, graphs eager")
     eager = rows.get("plain eager")
     inductor = rows.get("plain Inductor")
     targets = {}
+    compiled = rows.get("seats_fx.compile + Inductor") or rows.get("seats_fx.compile, graphs eager")
+    fast = rows.get("plain eager + fast encoders")
+    for name, row in (("seats", seats), ("seats_fx.compile", compiled)):
+        if row and eager and row.get("decoder_span_s") and eager.get("decoder_span_s"):
+            targets[f"decoder_speedup_vs_eager ({name})"] = eager["decoder_span_s"] / row["decoder_span_s"]
+    if compiled and eager:
+        targets["prefill_speedup_vs_eager (seats_fx.compile)"] = eager["prefill_s"] / compiled["prefill_s"]
+    if compiled and fast:
+        targets["prefill_speedup_vs_eager_fast (seats_fx.compile)"] = fast["prefill_s"] / compiled["prefill_s"]
+        if compiled.get("selection_gpu_s"):
+            targets["selection_share (seats_fx.compile)"] = compiled["selection_gpu_s"] / compiled["prefill_s"]
+    if fast and eager:
+        targets["encoders_fast_vs_per_chunk"] = eager["encoders_s"] / fast["encoders_s"]
+    # the seats rows' LLM part is their decoder span: compared above with the eager rows' decoder span
     if seats and inductor:
-        targets["llm_speedup_vs_inductor"] = inductor["llm_s"] / seats["llm_s"] if seats["llm_s"] > 0 else None
         targets["prefill_speedup_vs_inductor"] = inductor["prefill_s"] / seats["prefill_s"]
     if seats and eager:
-        targets["llm_speedup_vs_eager"] = eager["llm_s"] / seats["llm_s"] if seats["llm_s"] > 0 else None
         targets["prefill_speedup_vs_eager"] = eager["prefill_s"] / seats["prefill_s"]
     selection = seats and (seats.get("selection_gpu_s") or seats.get("selection_s"))
     if selection:
@@ -344,8 +407,8 @@ def print_report(result: dict) -> None:
               f"{'syncs':>6} {'peak MiB':>9} {'max|dlogit|':>11} {'compile s':>9}")
     print(header)
     for row in result["variants"]:
-        if "skipped" in row:
-            print(f"{row['variant']:<28} skipped: {row['skipped']}")
+        if "skipped" in row or "error" in row:
+            print(f"{row['variant']:<28} {'skipped: ' + row['skipped'] if 'skipped' in row else 'failed: ' + row['error']}")
             continue
         dev = row.get("device_counts") or {}
 
@@ -367,7 +430,8 @@ def print_report(result: dict) -> None:
     print(f"targets: {json.dumps(result['targets'])}; wall {result['wall_s']:.0f} s")
 
 
-VARIANTS = ("reference", "eager", "inductor", "seats")
+VARIANTS = ("reference", "eager", "inductor", "seats", "fast", "compile")
+IN_PLACE = ("fast", "compile")  # they change the model (its towers' attention, its forward): listed last
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -381,16 +445,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=330.0, help="start no variant after this many seconds")
     parser.add_argument("--json", type=Path, default=Path("bench/results/gpu_check.json"))
-    parser.add_argument("--variants", default=",".join(VARIANTS),
+    parser.add_argument("--variants", default="reference,eager,inductor,seats",
                         help=f"comma-separated subset of {','.join(VARIANTS)} (the reference always runs: its logits "
-                             "are what the others are held to; it is timed only when listed)")
+                             "are what the others are held to; it is timed only when listed). They run in the "
+                             "order given, fast and compile last. Default: all but fast and compile")
     parser.add_argument("--seats-inductor", action=argparse.BooleanOptionalAction, default=True,
                         help="lower the seats graphs with Inductor (--no-seats-inductor: the rewritten graphs run "
                              "eagerly, compared with plain eager; no cold compile)")
     args = parser.parse_args(argv)
-    args.variants = set(args.variants.split(","))
-    if args.variants - set(VARIANTS):
-        parser.error(f"--variants: unknown {sorted(args.variants - set(VARIANTS))}; known: {', '.join(VARIANTS)}")
+    args.variants = list(dict.fromkeys(args.variants.split(",")))
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"--variants: unknown {unknown}; known: {', '.join(VARIANTS)}")
+    in_place = [i for i, v in enumerate(args.variants) if v in IN_PLACE]
+    if in_place and any(v not in IN_PLACE + ("reference",) for v in args.variants[in_place[0]:]):
+        parser.error(f"--variants: {', '.join(IN_PLACE)} change the model in place: list them last")
     args.seconds = args.seconds or (8 if args.tiny else 60)
     args.side = args.side or (112 if args.tiny else 336)
     result = run_check(args)
