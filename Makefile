@@ -105,6 +105,9 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.report
 
 # On a lent GPU machine (the stock CUDA image: its own python with torch 2.11 and transformers), not .venv:
-# a 7B-shaped thinker, 60 s clip, eager / Inductor / seats / reference -> bench/results/gpu_check.json
+# a 7B-shaped thinker, 60 s clip, eager / Inductor / seats / reference -> bench/results/gpu_check.json, on the
+# GPU image's own python and packages, from a checkout that is not installed: seats_fx.passes lives in passes/
+# (pyproject's package-dir), so a link (git-ignored) stands in for the install there
 gpu-check:
+	test -e seats_fx/passes || ln -s ../passes seats_fx/passes
 	$(PYTHON) -m bench.gpu_check --json bench/results/gpu_check.json
