@@ -28,7 +28,7 @@ SELECTION_OPS = 150
 # All glue of that prefill, seats_begin included. Measured 228 for 8, 20 and 60 s clips on this fixture (the
 # fast encoders' record, seats_fx.compile's stage-1 signal): seats_begin 95 + the selection's 133 (232 with the
 # stock towers' graph taps: begin 99, of which token layout 41 and stage-1 weights 29). Issue 16 asks for
-# <= 150 in all: not reached (see notes/readme_issue16.md for where the ops go).
+# <= 150 in all: not reached (README "Selection without host syncs, and the GPU" says where the ops go).
 ALL_GLUE_OPS = 235
 # host reads of all glue of one prefill, measured 2 (issue 16 asks <= 3): seats_begin's one read of the layout
 # sizes (with its checks, counts, mel lengths and the fast encoders' segment bounds in the same transfer) and
