@@ -135,6 +135,12 @@ def _tap_graph(gm: GraphModule, facts: ModelFacts | None, frame) -> tuple[GraphM
     return gm, recorders, outputs
 
 
+def _attends_per_segment(gm: GraphModule, frame) -> bool:
+    """True for the graph of an encoder tower's attention module that calls attention more than once (once
+    per cu_seqlens segment)."""
+    return any(kind.endswith("_chunks") and len(where[0]) > 1 for kind, where in locate_encoder_taps(gm, frame))
+
+
 class _DecoderRunner:
     """Runs the rewritten decoder graph with a fresh SeatsCall per call."""
 
@@ -368,8 +374,18 @@ class SeatsBackend:
         tapped, recorders, outputs = _tap_graph(gm, facts, frame)
         weight = facts.output_weight if facts is not None else (lambda: None)
         with_logits = self.manager.logits_graph(_copy_graph_module(tapped), weight)
-        compiled = self._lower(tapped, example_inputs) if with_logits is None \
-            else _LmHeadGraph(with_logits.forward, self.report)
+        if with_logits is not None:
+            compiled = _LmHeadGraph(with_logits.forward, self.report)
+        elif _attends_per_segment(gm, frame):
+            # transformers' sdpa path of a tower: one attention call per window / chunk, whose q/k/v slices
+            # Inductor copies before each call (an H200, 7B-shaped towers on a 60 s clip: 35,508 launches and
+            # towers 2x slower than eager). Run as captured; fast encoders (seats_fx.compile) make one call
+            self.warn_once("per-segment attention", "seats: encoder attention graphs with one attention call per "
+                           "segment run as captured, not lowered by Inductor (seats_fx.compile's fast encoders make "
+                           "one call per layer)", level=logging.INFO)
+            compiled = tapped.forward
+        else:
+            compiled = self._lower(tapped, example_inputs)
         return _TappedGraph(compiled, recorders, outputs) if recorders else compiled
 
 

@@ -138,3 +138,38 @@ def test_model_compile_then_generate_prunes_with_the_signal_it_has_like_the_refe
     with torch.no_grad():
         keep_all = tiny_thinker(**inputs).logits[:, -1]
     assert not torch.allclose(logits[0], keep_all, atol=1e-4)  # the first step's scores saw the pruned prompt
+
+
+def test_per_segment_encoder_attention_runs_as_captured_and_the_other_graphs_are_lowered(tiny_thinker, monkeypatch):
+    """transformers' sdpa towers call attention once per window / chunk; Inductor copies each call's q/k/v
+    (towers 2x slower than eager on an H200), so those graphs run as captured. Every other graph outside the
+    decoder is still lowered, and stage 1 still gets the encoder attention from them."""
+    import importlib
+
+    from seats_fx.passes import dynamo_meta, partition
+
+    backend = importlib.import_module("seats_fx.backend")  # the module (seats_fx.backend is also a function)
+
+    per_segment, lowered = [], []
+    check = backend._attends_per_segment
+
+    def spy(gm, frame):
+        per_segment.append(check(gm, frame))
+        return per_segment[-1]
+
+    def recording_inductor(gm, example_inputs):  # what the backend hands Inductor, run as captured here
+        lowered.append(check(gm, dynamo_meta.frame_module()))
+        return gm.forward
+
+    monkeypatch.setattr(backend, "_attends_per_segment", spy)
+    monkeypatch.setattr(backend, "_inductor", recording_inductor)
+    piece_init = partition.PieceProgram.__init__  # decoder pieces run as captured: not what is tested here
+    monkeypatch.setattr(partition.PieceProgram, "__init__",
+                        lambda self, module, use_inductor, key: piece_init(self, module, False, key))
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4, seed=1))
+    options = dict(OPTIONS, inductor=True)
+    logits = compile_and_run(tiny_thinker, inputs, options)
+    stats = assert_pruned_like_the_reference(tiny_thinker, inputs, options, logits)
+    assert stats.stage1_signal == {"video": "encoder attention", "audio": "encoder attention"}
+    assert any(per_segment), "the tiny towers should attend per segment (else this test checks nothing)"
+    assert lowered and not any(lowered)
