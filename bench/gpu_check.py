@@ -5,7 +5,8 @@ seats_fx.compile (fast encoders, Inductor).
 
 Prints a table and writes JSON: prefill total, encoders and LLM part, selection time, kernel launches and
 host syncs (torch.profiler), host reads and ops of the seats glue (seats_fx.host_reads), peak memory, tokens
-each decoder layer processed, and max |logit diff| of the last position against the reference. Sized for
+each decoder layer processed, max |logit diff| of the last position against the reference, and for the seats
+variants how many kept positions differ from the reference's at each selection. Sized for
 <= 6 minutes on one H100 (random-weight init on the GPU, one cold compile per compiled variant, three timed
 runs each); variants that would start past --budget-s are skipped and say so.
 
@@ -171,6 +172,22 @@ def decoder_span_seconds(model, run) -> float:
     return start.elapsed_time(end) / 1e3
 
 
+def kept_against(stage_positions: list, reference_stages: list) -> list[dict]:
+    """Per selection, whether a run kept the positions the eager reference kept: the stage, the layer it acts
+    after, and how many positions only one of the two kept (0: the same tokens). In bf16 a stage-2 pick can
+    flip under other rounding (see bench.precision_spread); on CPU in fp32 the tests require equality."""
+    if len(stage_positions) != len(reference_stages):
+        return [{"stage": "all", "mismatch": f"{len(stage_positions)} selections, the reference made "
+                                             f"{len(reference_stages)}"}]
+    rows = []
+    for got, expected in zip(stage_positions, reference_stages):
+        got_set = set(got.flatten().tolist())
+        expected_set = set(expected.kept_positions.flatten().tolist())
+        rows.append({"stage": expected.stage, "after_layer": expected.after_layer,
+                     "kept": len(expected_set), "differ": len(got_set ^ expected_set)})
+    return rows
+
+
 def build(tiny: bool, layers: int, device: torch.device, dtype: torch.dtype):
     config = tiny_qwen2_5_omni_config(TinySpec(num_layers=layers)) if tiny else real_qwen2_5_omni_config("7B")
     torch.manual_seed(0)
@@ -254,6 +271,7 @@ def run_check(args) -> dict:
         row = _variant_row(name, run, device, args.repeats, None, first,
                            stats.layer_tokens if stats is not None else None, logits, reference_logits)
         row["pruned"], row["skipped_reason"] = (stats.pruned, stats.skipped) if stats else (False, "no stats")
+        row["kept_vs_reference"] = kept_against(stats.stage_positions if stats else [], reference.stages)
         row["selection_s"] = stats.selection_seconds if stats else None  # host wall time in the glue
         if device.type == "cuda":
             row.update(GlueTimer().measure(run))
@@ -422,6 +440,10 @@ def print_report(result: dict) -> None:
               f"{cell(row['max_abs_logit_diff'], '11.4f')} {cell(row.get('first_call_s'), '9.1f')}")
         if row.get("layer_tokens") is not None:
             print(f"{'':<28} tokens per layer {row['layer_tokens']}")
+        if row.get("kept_vs_reference"):
+            print(f"{'':<28} positions kept only by it or only by the reference, per selection: "
+                  + ", ".join(f"{k['stage']}@{k.get('after_layer', '-')}: {k.get('differ', k.get('mismatch'))}"
+                              for k in row["kept_vs_reference"]))
         if "glue_host_reads" in row:
             print(f"{'':<28} pruned {row['pruned']} ({row['skipped_reason'] or 'ok'}); glue host reads "
                   f"{row['glue_host_reads']} (selection {row['selection_glue_host_reads']}), glue ops "

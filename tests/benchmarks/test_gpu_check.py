@@ -3,7 +3,10 @@ targets (the figures in README come from these)."""
 
 import pytest
 
-from bench.gpu_check import _targets, main
+import torch
+
+from bench.gpu_check import _targets, kept_against, main
+from seats_fx.reference import StageRecord
 
 
 @pytest.mark.parametrize("variants", ["compile,eager", "fast,seats", "fast,inductor,compile"])
@@ -39,3 +42,14 @@ def test_targets_compare_decoder_spans_and_prefills_of_the_rows_present():
     assert targets["encoders_fast_vs_per_chunk"] == pytest.approx(4.0)
     # rows that were skipped or failed give no ratio
     assert not any("seats)" in key for key in targets) and "prefill_speedup_vs_inductor" not in targets
+
+
+def test_kept_positions_are_compared_with_the_reference_per_selection():
+    reference = [StageRecord("stage1", 0, torch.tensor([[0, 2, 3, 5]]), {}),
+                 StageRecord("stage2", 4, torch.tensor([[0, 3, 5]]), {})]
+    same = kept_against([torch.tensor([[0, 2, 3, 5]]), torch.tensor([[0, 3, 5]])], reference)
+    assert [(k["stage"], k["after_layer"], k["kept"], k["differ"]) for k in same] == \
+        [("stage1", 0, 4, 0), ("stage2", 4, 3, 0)]
+    flipped = kept_against([torch.tensor([[0, 2, 3, 5]]), torch.tensor([[0, 2, 5]])], reference)
+    assert [k["differ"] for k in flipped] == [0, 2]  # 3 kept only by the reference, 2 only by the run
+    assert "mismatch" in kept_against([torch.tensor([[0, 2, 3, 5]])], reference)[0]
