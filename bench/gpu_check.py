@@ -272,7 +272,10 @@ def run_check(args) -> dict:
                            stats.layer_tokens if stats is not None else None, logits, reference_logits)
         row["pruned"], row["skipped_reason"] = (stats.pruned, stats.skipped) if stats else (False, "no stats")
         row["kept_vs_reference"] = kept_against(stats.stage_positions if stats else [], reference.stages)
-        row["selection_s"] = stats.selection_seconds if stats else None  # host wall time in the glue
+        # host wall time in the glue of the last timed run (the first call's includes one-time work: kernel
+        # builds, the first dispatch of each op)
+        timed = last_stats()
+        row["selection_s"] = timed.selection_seconds if timed else None
         if device.type == "cuda":
             row.update(GlueTimer().measure(run))
             row["llm_s"] = row["decoder_span_s"]
