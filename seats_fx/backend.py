@@ -17,6 +17,7 @@ from seats_fx.passes import dynamo_meta
 from seats_fx.passes.locate import (ContinuedPrompt, Unsupported, decoder_layer_frame, family_of, graph_owner,
                                     locate_decoder, locate_embedding_tap, locate_encoder_taps, locate_tap)
 from seats_fx.passes.manager import SeatsPassManager
+from seats_fx.passes.segment_attention import fuse_segment_attention
 from seats_fx.runtime import (SeatsStats, prefill_record, record_attention_chunks, record_audio_lengths,
                               record_embedding, record_modality_tap, record_window_index, set_last_stats,
                               set_prefill_record, take_encoder_taps, take_modality_tap, take_unconsumed_media_tap)
@@ -379,11 +380,13 @@ class SeatsBackend:
         elif _attends_per_segment(gm, frame):
             # transformers' sdpa path of a tower: one attention call per window / chunk, whose q/k/v slices
             # Inductor copies before each call (an H200, 7B-shaped towers on a 60 s clip: 35,508 launches and
-            # towers 2x slower than eager). Run as captured; fast encoders (seats_fx.compile) make one call
+            # towers 2x slower than eager). The calls become one encoder_attention; the graph runs as captured
+            fused = fuse_segment_attention(_copy_graph_module(tapped))
             self.warn_once("per-segment attention", "seats: encoder attention graphs with one attention call per "
-                           "segment run as captured, not lowered by Inductor (seats_fx.compile's fast encoders make "
-                           "one call per layer)", level=logging.INFO)
-            compiled = tapped.forward
+                           "segment %s, not lowered by Inductor (seats_fx.compile's fast encoders also remove the "
+                           "per-segment split)", "make one encoder_attention call" if fused is not None
+                           else "run as captured", level=logging.INFO)
+            compiled = (fused or tapped).forward
         else:
             compiled = self._lower(tapped, example_inputs)
         return _TappedGraph(compiled, recorders, outputs) if recorders else compiled

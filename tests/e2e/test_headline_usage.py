@@ -173,3 +173,41 @@ def test_per_segment_encoder_attention_runs_as_captured_and_the_other_graphs_are
     assert stats.stage1_signal == {"video": "encoder attention", "audio": "encoder attention"}
     assert any(per_segment), "the tiny towers should attend per segment (else this test checks nothing)"
     assert lowered and not any(lowered)
+
+
+def attention_calls(run) -> dict[str, int]:
+    """Counts attention calls of one run() with torch.profiler (a dispatch mode would make Dynamo run the
+    frames uncompiled): SDPA calls and seats_fx.encoder_attention calls, not the SDPA inside the latter."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    counts = {"sdpa": 0, "encoder_attention": 0}
+    for event in prof.events():
+        parents, parent = [], event.cpu_parent
+        while parent is not None:
+            parents.append(parent.name)
+            parent = parent.cpu_parent
+        if event.name == "seats_fx::encoder_attention":
+            counts["encoder_attention"] += 1
+        elif event.name == "aten::scaled_dot_product_attention" and not any(
+                name in ("seats_fx::encoder_attention", "aten::scaled_dot_product_attention") for name in parents):
+            counts["sdpa"] += 1
+    return counts
+
+
+def test_bare_torch_compile_makes_one_attention_call_per_encoder_layer(tiny_thinker):
+    """transformers' sdpa towers call SDPA once per window / frame / chunk; under the backend each encoder
+    layer makes one encoder_attention call instead, and the decoder keeps its one SDPA per layer."""
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4, seed=1))
+    options = dict(OPTIONS, inductor=False)
+    torch._dynamo.reset()
+    compiled = torch.compile(tiny_thinker, backend="seats", options=options)
+    with torch.no_grad():
+        compiled(**inputs)
+        outputs = []
+        counted = attention_calls(lambda: outputs.append(compiled(**inputs).logits))
+    assert_pruned_like_the_reference(tiny_thinker, inputs, options, outputs[0])
+    encoder_layers = tiny_thinker.config.vision_config.depth + tiny_thinker.config.audio_config.encoder_layers
+    decoder_layers = tiny_thinker.config.text_config.num_hidden_layers
+    assert counted == {"encoder_attention": encoder_layers, "sdpa": decoder_layers}
