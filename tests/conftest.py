@@ -147,6 +147,8 @@ COMPAT_SMOKE = (
     "[with-audio]",
     "tests/e2e/test_headline_usage.py::test_bare_torch_compile_with_inductor_prunes_like_the_reference",
     "tests/e2e/test_headline_usage.py::test_missing_graph_metadata_is_never_a_silent_no_op",
+    # the towers' per-segment attention graphs differ between transformers releases: one call per layer in each
+    "tests/e2e/test_headline_usage.py::test_bare_torch_compile_makes_one_attention_call_per_encoder_layer",
     "tests/e2e/test_qwen3_omni.py::test_backend_matches_reference[clip-with-audio]",
     "tests/e2e/test_qwen3_omni.py::test_backend_with_the_towers_in_the_graph_matches_reference",
 )
