@@ -85,13 +85,14 @@ def timing_row(name: str, timing, **extra) -> dict:
 
 
 def glue_columns(run) -> dict:
-    """Host reads and dispatcher-level ops of the seats glue in one call (all glue, and the selection part:
-    everything after seats_begin); seats custom ops count once (one kernel on CUDA)."""
+    """Host reads, dispatcher-level ops and host-to-device uploads of the seats glue in one call (all glue, and
+    the selection part: everything after seats_begin); seats custom ops count once (one kernel on CUDA)."""
     with counting_glue() as per_glue:
         run()
     everything = total(per_glue)
     selection = total({name: counts for name, counts in per_glue.items() if name != "seats_begin"})
     return {"glue_host_reads": everything.reads, "glue_ops": everything.launches,
+            "glue_uploads": sum(everything.uploads.values()),
             "selection_glue_host_reads": selection.reads, "selection_glue_ops": selection.launches}
 
 
@@ -203,7 +204,8 @@ def print_report(result: dict, log=print) -> None:
             f"{cell(r, 'glue_host_reads', 'd'):>10} {cell(r, 'glue_ops', 'd'):>8} {cell(r, 'launches', 'd'):>8} "
             f"{cell(r, 'syncs', 'd'):>6} {cell(r, 'encoders_s', '.3f'):>10} {cell(r, 'llm_s', '.3f'):>7}")
     seats = rows["backend=seats R=0.1"]
-    log(f"seats glue: {seats['glue_host_reads']} host reads, {seats['glue_ops']} ops (selection after seats_begin: "
+    log(f"seats glue: {seats['glue_host_reads']} host reads, {seats['glue_ops']} ops + {seats['glue_uploads']} "
+        "host-to-device uploads (selection after seats_begin: "
         f"{seats['selection_glue_host_reads']} reads, {seats['selection_glue_ops']} ops; custom ops count once)")
     if seats.get("selection_gpu_s") is not None:
         log(f"seats on the GPU timeline: selection {seats['selection_s']:.4f} s wall, glue spans "

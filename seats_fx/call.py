@@ -14,18 +14,19 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from seats_fx.config import SeatsConfig
 from seats_fx.decode_step import decode_mask_shared_by_all_layers
 from seats_fx.encoder_attention import SegmentChunks
-from seats_fx.models.layout import TEXT, build_token_layout
+from seats_fx.models.layout import TEXT, layout_on_host
 from seats_fx.ops.budget import AUDIO, VIDEO
 from seats_fx.ops.gather import (KeepIndex, causal_mask, gather_square_mask, gather_tokens, keep_for_samples,
                                  mask_fillers)
 from seats_fx.ops.budget import keep_index_from_mask
 from seats_fx.ops.relevance import encoder_attention_received, last_token_relevance
-from seats_fx.ops.sizes import SampleSizes, group_slot, host_table, read_sizes_and
+from seats_fx.ops.sizes import SampleSizes, group_slot, host_table, sizes_on_host
 from seats_fx.ops.stage_select import stage1_batches, stage1_picks, stage2_select
 from seats_fx.runtime import (EncoderTaps, ModalityTap, PrefillRecord, SeatsStats, prefill_record, set_last_stats,
                               set_prefill_record)
@@ -38,7 +39,7 @@ def _received(chunks, scale: float | None) -> torch.Tensor:
     """Returns attention received per token over encoder attention chunks of (1, H, n, hd) q and k: one
     segment per chunk, all chunks in one call. Graph taps give a list of chunks, whose shapes are the
     bounds (no read); the fast encoders' record (SegmentChunks) gives the packed q/k and their cu_seqlens,
-    host-known once begin's transfer has carried them (_DeviceChecks), read here otherwise."""
+    host-known once begin's transfer has carried them (_Transfer), read here otherwise."""
     if isinstance(chunks, SegmentChunks):
         query, key = chunks.packed()
         bounds = chunks.bounds()
@@ -95,62 +96,80 @@ _VISION_KINDS = ("image", "video")  # the kinds the vision tower encodes, one ru
 
 
 @dataclass(frozen=True)
-class _Seen:
-    """What begin's one read told the host besides the layout sizes."""
+class _HostPrompt:
+    """What begin's one read brought to the host (numpy arrays, (B, L) unless said otherwise)."""
 
-    embeds_mismatched: bool  # some text token's embedding differs from inputs_embeds
-    tokens: dict[str, int]  # placeholder tokens of each kind in the batch (padding included)
+    positions: np.ndarray  # (3, B, L) TMRoPE positions
+    valid: np.ndarray  # 1 for real tokens, 0 for padding
+    input_ids: np.ndarray | None  # None when the prompt cannot be pruned anyway (no layout is built)
+    embeds_differ: np.ndarray | None  # bool: the token's embedding differs from its inputs_embeds row
     mel_lengths: list[int] | None  # mel frames per audio of the audio tower's input, when it was tapped
 
 
 @dataclass(frozen=True)
-class _DeviceChecks:
-    """Checks and counts of a call computed on the device before begin's one read: values (1-D long) go
-    with the layout sizes in one transfer; read() turns them back into a _Seen."""
+class _Transfer:
+    """The device data begin needs on the host, flattened into one 1-D long tensor (one read): the
+    positions, the padding mask, and with a prompt to prune the input ids, which tokens' embeddings differ
+    from inputs_embeds, the audio mel lengths and the fast encoders' segment bounds."""
 
     values: torch.Tensor
-    members: torch.Tensor  # (3, B, L) bool: placeholder tokens of each _PLACEHOLDER_KINDS kind
-    audios: int  # how many mel lengths follow the counts (0: the audio tower was not tapped)
+    shape: tuple[int, int]  # (B, L)
+    with_mask: bool
+    with_prompt: bool
+    audios: int  # how many mel lengths follow (0: the audio tower was not tapped)
     # the fast encoders' records whose cu_seqlens follow the mel lengths, in order (their bounds on the host)
     recorded: tuple[SegmentChunks, ...] = ()
 
     @staticmethod
-    def of(call: "SeatsCall", inputs_embeds: torch.Tensor) -> "_DeviceChecks":
-        tap, ids = call.tap, call.tap.input_ids
-        kinds = [tuple(tap.token_ids.get(kind, ())) for kind in _PLACEHOLDER_KINDS]
-        if set(tap.token_ids) <= set(_PLACEHOLDER_KINDS) and all(len(k) <= 1 for k in kinds):
-            # one placeholder id per kind (every released checkpoint): all kinds in one comparison
-            table = host_table([k[0] if k else -1 for k in kinds], ids.device, ids.dtype)
-            members = ids[None] == table[:, None, None]
-            placeholder = members.any(0)
-        else:
-            members = torch.stack([torch.isin(ids, host_table(list(k) or [-1], ids.device, ids.dtype))
-                                   for k in kinds])
-            every = [t for ids_ in tap.token_ids.values() for t in ids_]
-            placeholder = torch.isin(ids, host_table(every or [-1], ids.device, ids.dtype))
-        # text tokens whose embedding differs from inputs_embeds (exact, as torch.equal: NaN differs)
-        differs = (inputs_embeds != tap.embed_weight[ids].to(inputs_embeds.dtype)).any(-1)
-        mismatched = (differs > placeholder).sum()[None]  # differs and is text
-        parts = [mismatched, members.sum((1, 2))]
-        taps = call.encoder_taps
-        mel = taps.mel_lengths if taps is not None and call.plan.stage1 else None
-        if mel is not None:
-            parts.append(mel.reshape(-1).long())
-        recorded = _device_bounded_records(taps) if taps is not None and call.plan.stage1 else ()
-        # cat promotes the records' (int32) cu_seqlens to long: no op of their own
-        parts += [record.cu_seqlens.to(ids.device) for record in recorded]
-        return _DeviceChecks(torch.cat(parts), members, 0 if mel is None else mel.numel(), recorded)
+    def of(call: "SeatsCall", inputs_embeds: torch.Tensor, positions: torch.Tensor,
+           attention_mask: torch.Tensor | None, with_prompt: bool) -> "_Transfer":
+        batch, length = inputs_embeds.shape[:2]
+        if tuple(positions.shape) != (3, batch, length):
+            raise ValueError(f"seats: expected (3, {batch}, {length}) TMRoPE position ids for inputs_embeds "
+                             f"{tuple(inputs_embeds.shape)}, got {tuple(positions.shape)}")
+        parts = [positions.reshape(-1)]
+        if attention_mask is not None:
+            # the padding mask also covers cached tokens when a cache is continued: this call's are the last.
+            # A float mask would turn the whole transfer into floats: made integral first
+            mask = attention_mask[:, -length:].reshape(-1)
+            parts.append(mask.long() if mask.is_floating_point() else mask)
+        audios, recorded = 0, ()
+        if with_prompt:
+            tap, ids = call.tap, call.tap.input_ids
+            # exact, as torch.equal (NaN differs); only text tokens' rows must match (decided on the host)
+            differs = (inputs_embeds != tap.embed_weight[ids].to(inputs_embeds.dtype)).any(-1)
+            parts += [ids.reshape(-1), differs.reshape(-1)]
+            taps = call.encoder_taps
+            mel = taps.mel_lengths if taps is not None and call.plan.stage1 else None
+            if mel is not None:
+                parts.append(mel.reshape(-1))
+                audios = mel.numel()
+            recorded = _device_bounded_records(taps) if taps is not None and call.plan.stage1 else ()
+            parts += [record.cu_seqlens.to(ids.device) for record in recorded]
+        # cat promotes every part (bool, int32) to long: no op of their own
+        return _Transfer(torch.cat(parts), (batch, length), attention_mask is not None, with_prompt, audios, recorded)
 
-    def read(self, values: list[int]) -> _Seen:
-        """Returns what the values tell the host, and gives each fast-encoder record its segment bounds."""
-        kinds = len(_PLACEHOLDER_KINDS)
-        at = 1 + kinds + self.audios
+    def read(self) -> _HostPrompt:
+        """Returns the transferred values on the host (the one read), and gives each fast-encoder record its
+        segment bounds."""
+        values = self.values.cpu().numpy()
+        batch, length = self.shape
+        tokens = batch * length
+        positions, at = values[:3 * tokens].reshape(3, batch, length), 3 * tokens
+        valid = np.ones((batch, length), dtype=np.int64)
+        if self.with_mask:
+            valid, at = values[at:at + tokens].reshape(batch, length), at + tokens
+        if not self.with_prompt:
+            return _HostPrompt(positions, valid, None, None, None)
+        ids, differs = values[at:at + tokens].reshape(batch, length), values[at + tokens:at + 2 * tokens] > 0
+        at += 2 * tokens
+        mel = values[at:at + self.audios].tolist() if self.audios else None
+        at += self.audios
         for record in self.recorded:
             count = record.cu_seqlens.numel()
-            record.set_host_bounds(values[at:at + count])
+            record.set_host_bounds(values[at:at + count].tolist())
             at += count
-        return _Seen(bool(values[0]), dict(zip(_PLACEHOLDER_KINDS, values[1:1 + kinds])),
-                     values[1 + kinds:1 + kinds + self.audios] if self.audios else None)
+        return _HostPrompt(positions, valid, ids, differs.reshape(batch, length), mel)
 
 
 def _device_bounded_records(taps: EncoderTaps) -> tuple[SegmentChunks, ...]:
@@ -159,6 +178,14 @@ def _device_bounded_records(taps: EncoderTaps) -> tuple[SegmentChunks, ...]:
     at most (SeatsCall._stage1_weights takes the last runs, one per kind present)."""
     vision = [run.chunks for run in taps.vision_runs if run.chunks is not None][-len(_VISION_KINDS):]
     return tuple(chunks for chunks in [taps.audio_chunks, *vision] if isinstance(chunks, SegmentChunks))
+
+
+def _weight_index(members: np.ndarray) -> np.ndarray:
+    """Returns (B, L) each token's entry in the stage-1 weight table: 0 for tokens of no kind, else 1 + the
+    weights of the kinds before its own + its rank among its kind's tokens in row-major order (the order
+    the encoders give their weights in). members: (kinds, B, L) bool, disjoint, kinds in table order."""
+    flat = members.reshape(members.shape[0], -1)
+    return (flat.reshape(-1).cumsum().reshape(flat.shape) * flat).sum(0).reshape(members.shape[1:])
 
 
 class SeatsCall:
@@ -183,9 +210,10 @@ class SeatsCall:
         self._boundary_lengths: list[tuple[int, int, torch.Tensor]] = []
 
     # ---- start: layout from the tap, checked against this call's inputs ------------------------------
-    # begin reads the device once: the layout sizes (_read_sizes), with the checks and counts that need
-    # device data (input_ids against inputs_embeds, tokens per placeholder kind, the audio mel lengths) in
-    # the same transfer; the checks' errors and reasons are decided from those host values afterwards.
+    # begin reads the device once (_Transfer): the ids, positions and padding mask, with what the checks need
+    # (which embeddings differ from inputs_embeds, the audio mel lengths, the fast encoders' segment bounds).
+    # The layout, its sizes and every per-token table are computed on the host and uploaded in one copy, so
+    # the layout launches no device work; errors and reasons are decided from the host values.
     def begin(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor | None,
               cache: tuple[torch.Tensor, ...] = ()) -> None:
         reason = self._why_not(inputs_embeds)
@@ -196,40 +224,32 @@ class SeatsCall:
                                    "start from an empty cache (or compile without seats for multi-turn caches)")
             # scores and budgets cover this call's tokens only; cached tokens were selected (or not) before
             reason = reason or "the KV cache already holds tokens (a continued prompt): only a prefill is pruned"
-
-        batch, length = inputs_embeds.shape[:2]
-        device = inputs_embeds.device
-        # the padding mask also covers cached tokens when a cache is continued: this call's are the last
-        self.valid = torch.ones(batch, length, dtype=torch.long, device=device) \
-            if attention_mask is None else attention_mask[:, -length:].long()
-        self.positions = torch.arange(length, device=device).expand(batch, length)
         self.filler: torch.Tensor | None = None  # (B, K): entries that only fill a sample up to width K
         self.inputs_embeds = inputs_embeds
-        checks = None
+        host = _Transfer.of(self, inputs_embeds, positions, attention_mask, reason is None).read()
+        modality = window = members = None
         if reason is None:
-            ids = self.tap.input_ids
-            layout = build_token_layout(ids, positions[0], self.valid, self.tap.token_ids.get("video", ()),
-                                        self.tap.token_ids.get("audio", ()), self.tap.token_ids.get("image", ()),
-                                        self.positions_per_window)
-            self.modality, self.window = layout.modality, layout.window
-            checks = _DeviceChecks.of(self, inputs_embeds)
-        else:
-            self._text_only_layout(batch, length, device)
-        read = self._read_sizes(None if checks is None else checks.values)
-        # the position after each sample's last real token (where decoding goes on)
-        kept = positions if not self.padded_prompt else positions.masked_fill(self.valid[None] <= 0, -1)
-        self.next_position = kept.amax(dim=(0, 2)) + 1
-        if reason is None:
-            seen = checks.read(read)
-            if seen.embeds_mismatched:
+            members = np.stack([np.isin(host.input_ids, self.tap.token_ids.get(kind, ()))
+                                for kind in _PLACEHOLDER_KINDS])
+            every = [t for ids in self.tap.token_ids.values() for t in ids]
+            if (host.embeds_differ & ~np.isin(host.input_ids, every)).any():
                 reason, loud = "the input_ids seen earlier do not belong to this call's inputs_embeds", True
-            elif not any(s.media for s in self.sizes):
-                reason = "no video or audio tokens in this call"
-            elif self.plan.stage1:
-                self._stage1_weights(checks.members, seen)
-            if reason is not None:
-                self._text_only_layout(batch, length, device)
-                self._set_sizes([SampleSizes(s.text + s.media, (), s.padding) for s in self.sizes])
+            else:
+                modality, window = layout_on_host(host.input_ids, host.positions[0], host.valid,
+                                                  *(tuple(self.tap.token_ids.get(kind, ()))
+                                                    for kind in ("video", "audio", "image")),
+                                                  self.positions_per_window)
+                if not (modality != TEXT).any():
+                    reason = "no video or audio tokens in this call"
+        if reason is not None:
+            modality, window = np.zeros_like(host.valid), np.full_like(host.valid, -1)
+        sizes = sizes_on_host(modality, window, host.valid)
+        weight_index = _weight_index(members) if reason is None and self.plan.stage1 else None
+        self._set_layout(sizes, modality, window, host, weight_index, inputs_embeds.device)
+        if reason is None and self.plan.stage1:
+            self._stage1_weights(self._weight_index, {kind: int(n) for kind, n in
+                                                      zip(_PLACEHOLDER_KINDS, members.sum((1, 2)))},
+                                 host.mel_lengths)
         if reason is not None:
             self.stats.skipped = reason
             log.info("seats: decoder call not pruned: %s", reason)
@@ -238,13 +258,9 @@ class SeatsCall:
         self.active = reason is None
         self.stats.pruned = self.active
 
-    def _text_only_layout(self, batch: int, length: int, device: torch.device) -> None:
-        self.modality = torch.zeros(batch, length, dtype=torch.long, device=device)
-        self.window = torch.full_like(self.modality, -1)
-
     def _why_not(self, inputs_embeds: torch.Tensor) -> str | None:
         """Returns why this call cannot be pruned from what the host knows (None: nothing yet); the check
-        of the input_ids' embeddings against inputs_embeds needs device data (_DeviceChecks, read once)."""
+        of the input_ids' embeddings against inputs_embeds needs device data (_Transfer, read once)."""
         if self.tap is None:
             return "no graph of this forward saw input_ids (inputs_embeds passed directly?)"
         ids = self.tap.input_ids
@@ -258,33 +274,28 @@ class SeatsCall:
                     f"width {expected}, inputs_embeds {width})")
         return None
 
-    def _stage1_weights(self, members: torch.Tensor, seen: "_Seen") -> None:
+    def _stage1_weights(self, weight_index: torch.Tensor, tokens: dict[str, int], mel_lengths: list[int] | None
+                        ) -> None:
         """Sets self.token_weights (B, L) from the encoder taps: the attention each media token received in
         the last layer of its encoder. A modality whose encoder attention this forward did not expose (e.g.
         generate() encodes video before the compiled prefill) gets uniform weights (max-min diversity
         without weighting), recorded in last_stats().stage1_signal and reported once.
 
-        members: (3, B, L) placeholder tokens of each kind (audio, image, video); the encoders give one
-        weight per token of a kind, in row-major order: the k-th token of a kind takes its k-th weight,
-        placed with index arithmetic (counts known on the host), not boolean-mask assignment."""
+        weight_index: (B, L) each token's entry in the table of weights (_weight_index); tokens: placeholder
+        tokens of each kind in the batch. The encoders give one weight per token of a kind, in row-major
+        order, so one gather places them all."""
         taps = self.encoder_taps or EncoderTaps()
         values = []
-        if seen.tokens["audio"]:
-            values.append(self._signal("audio", seen.tokens["audio"],
-                                       lambda: self._audio_weights(taps, seen.mel_lengths)))
-        groups = [kind for kind in _VISION_KINDS if seen.tokens[kind]]
+        if tokens["audio"]:
+            values.append(self._signal("audio", tokens["audio"], lambda: self._audio_weights(taps, mel_lengths)))
+        groups = [kind for kind in _VISION_KINDS if tokens[kind]]
         runs = [r for r in taps.vision_runs if r.chunks is not None][-len(groups):] if groups else []
         for index, kind in enumerate(groups):
             run = runs[index] if len(runs) == len(groups) else None
-            values.append(self._signal("video", seen.tokens[kind], lambda: self._vision_weights(run)))
-        # entry 0 is the weight of every other token; a kind's weights follow those of the kinds before it.
-        # Counting the members kind after kind (one cumsum over the flattened (3, B*L) masks) numbers the
-        # k-th token of a kind with its table entry; members are disjoint, so the sum over kinds keeps each
-        # token's own number (0 for text)
+            values.append(self._signal("video", tokens[kind], lambda: self._vision_weights(run)))
+        # entry 0 is the weight of every other token; a kind's weights follow those of the kinds before it
         table = torch.cat([values[0].new_zeros(1)] + [v.float() for v in values])
-        flat = members.flatten(1)
-        index = (flat.flatten().cumsum(0).view(flat.shape) * flat).sum(0)
-        self.token_weights = table[index].view(members.shape[1:])
+        self.token_weights = table[weight_index]
 
     def _signal(self, modality: str, count: int, tapped: Callable[[], "torch.Tensor | str"]) -> torch.Tensor:
         """Returns the stage-1 weights of `count` tokens of a modality from its encoder taps, or uniform
@@ -316,20 +327,14 @@ class SeatsCall:
         return self.adapter.vision_token_weights(patches, run.window_index)
 
     # ---- boundaries -------------------------------------------------------------------------------------
-    # After _read_sizes every stage keeps a number of tokens the host knows (ops.sizes, the schedule), so
+    # After begin every stage keeps a number of tokens the host knows (ops.sizes, the schedule), so
     # stage 1, each stage-2 step, stage 3 and finish run with fixed shapes and read no device data; the
     # per-modality split of a stage-2 step is known on the device only and is read once, in finish.
-    def _read_sizes(self, extra: torch.Tensor | None = None) -> list[int]:
-        """Reads every size the selection needs from the layout, once per prefill (begin's one host read):
-        per sample, the real text tokens and the (video, audio) tokens of each window; `extra` (1-D, integer)
-        travels in the same transfer and its values are returned."""
-        sizes, values = read_sizes_and(self.modality, self.window, self.valid, extra)
-        self._set_sizes(sizes)
-        return values
-
-    def _set_sizes(self, sizes: list[SampleSizes]) -> None:
-        """Sets the host-known counts of the layout, and stacks the per-token state each stage gathers with
-        one index: position, modality, window, valid and group slot (ops.sizes.group_slot)."""
+    def _set_layout(self, sizes: list[SampleSizes], modality: np.ndarray, window: np.ndarray, host: _HostPrompt,
+                    weight_index: np.ndarray | None, device: torch.device) -> None:
+        """Sets the host-known counts of the layout, and uploads in one copy the per-token state each stage
+        gathers with one index (position, modality, window, valid and group slot: ops.sizes.group_slot), the
+        stage-1 weight index and the position decoding goes on from."""
         self.sizes = sizes
         self.video_counts = [s.video for s in self.sizes]
         self.audio_counts = [s.audio for s in self.sizes]
@@ -341,10 +346,19 @@ class SeatsCall:
         self._has_invalid = self.padded_prompt  # the sequence holds padding or fillers (entries for nothing)
         self._pending_counts: list[tuple[dict[str, int], torch.Tensor]] = []  # stage counts on the device
         self._group_counts: list[torch.Tensor | None] = [None] * len(self.sizes)  # (2, W) tokens per group
-        slots = [group_slot(self.modality[b], self.window[b], s.num_windows, self.valid[b])
-                 for b, s in enumerate(self.sizes)]
-        slot = slots[0][None] if len(slots) == 1 else torch.stack(slots)
-        self._set_state(torch.stack([self.positions, self.modality, self.window, self.valid, slot], dim=-1))
+        batch, length = modality.shape
+        slot = np.stack([group_slot(modality[b], window[b], s.num_windows, host.valid[b])
+                         for b, s in enumerate(sizes)])
+        positions = np.broadcast_to(np.arange(length), (batch, length))
+        state = np.stack([positions, modality, window, host.valid, slot], axis=-1)
+        # the position after each sample's last real token (where decoding goes on)
+        next_position = np.where(host.valid[None] > 0, host.positions, -1).max(axis=(0, 2)) + 1
+        parts = [state.reshape(-1), next_position] + ([] if weight_index is None else [weight_index.reshape(-1)])
+        uploaded = host_table(np.concatenate(parts).astype(np.int64), device)
+        tokens = batch * length
+        self._set_state(uploaded[:5 * tokens].view(batch, length, 5))
+        self.next_position = uploaded[5 * tokens:5 * tokens + batch]
+        self._weight_index = None if weight_index is None else uploaded[5 * tokens + batch:].view(batch, length)
 
     def _set_state(self, state: torch.Tensor) -> None:
         self._state = state

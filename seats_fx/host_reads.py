@@ -8,7 +8,7 @@ selection glue is held to counts instead: `HostReadCounter` counts both under a 
 (everything else); `counting_glue()` switches it on for the seats glue functions only.
 
 What counts as a host read (each is one stall on CUDA):
-- `Tensor.item / tolist / numpy / cpu` and `__bool__ / __int__ / __index__ / __float__` (these reach the
+- `Tensor.item / tolist / numpy / cpu` (`.cpu().numpy()` once) and `__bool__ / __int__ / __index__ / __float__` (these reach the
   dispatcher as `aten._local_scalar_dense`, counted once), `torch.equal`;
 - ops whose output size depends on the data: `nonzero`, `masked_select`, `unique*`, boolean-mask indexing
   (`t[mask]`, `t[mask] = v`), `repeat_interleave` with a tensor of repeats;
@@ -29,6 +29,7 @@ import importlib
 import sys
 import threading
 import traceback
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -144,12 +145,17 @@ class _FunctionLevel(TorchFunctionMode):
         name = _READ_METHODS.get(func)
         if name is None or self.owner._quiet:
             return func(*args, **kwargs)
+        if name == "numpy" and args and self.owner._host_copies.get(id(args[0])) is args[0]:
+            return func(*args, **kwargs)  # a view of what a counted .cpu() brought over (CUDA: no numpy())
         self.owner._read(name)
         self.owner._quiet += 1  # the ops this read dispatches (e.g. _local_scalar_dense) are the same read
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
         finally:
             self.owner._quiet -= 1
+        if name == "cpu" and isinstance(result, torch.Tensor):
+            self.owner._host_copies[id(result)] = result
+        return result
 
 
 class _DispatchLevel(TorchDispatchMode):
@@ -201,6 +207,8 @@ class HostReadCounter:
         self.look_inside, self.where = look_inside, where
         self._quiet = 0
         self._inside = 0
+        # results of counted .cpu() reads, by id (tensors compare elementwise, so no set of them)
+        self._host_copies: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._modes = (_FunctionLevel(self), _DispatchLevel(self))
 
     def _read(self, name: str) -> None:

@@ -78,7 +78,7 @@ def encoder_attention_received(queries: torch.Tensor, keys: torch.Tensor,
             q = queries[lo:hi].float().reshape(batch, length, heads, dim).transpose(1, 2)
             k = keys[lo:hi].float().reshape(batch, length, heads, dim).transpose(1, 2)
             probs = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scaling, dim=-1)
-            received[lo:hi] = probs.mean(dim=(1, 2)).flatten()
+            torch.mean(probs, dim=(1, 2), out=received[lo:hi].view(batch, length))  # no copy of its own
     return received
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from seats_fx import SeatsBackend, last_stats
-from seats_fx.call import SeatsCall
+from seats_fx.call import SeatsCall, _Transfer
 from seats_fx.host_reads import Counts, HostReadCounter, counting_glue, total
 from seats_fx.models.configs import token_ids_for_vocab
 from seats_fx.models.synthetic import ClipSpec, batch_inputs, synthetic_clip_inputs
@@ -45,24 +45,24 @@ def _compiled_model(model, options):
 
 
 def glue_counts(model, inputs, options=OPTIONS) -> tuple[dict[str, Counts], Counts]:
-    """Returns (counts per glue function, counts of the one host read of the layout sizes) of one prefill,
+    """Returns (counts per glue function, counts of begin's one transfer to the host) of one prefill,
     counted on the second call (the first one compiles)."""
     compiled = _compiled_model(model, options)
     sizes = Counts()
-    read_sizes = SeatsCall._read_sizes
+    read = _Transfer.read
 
-    def counted_read_sizes(call, *args):
+    def counted_read(transfer):
         with HostReadCounter(sizes, where=True):
-            return read_sizes(call, *args)
+            return read(transfer)
 
     with torch.no_grad():
         compiled(**inputs)
-        SeatsCall._read_sizes = counted_read_sizes
+        _Transfer.read = counted_read
         try:
             with counting_glue(where=True) as per_glue:
                 compiled(**inputs)
         finally:
-            SeatsCall._read_sizes = read_sizes
+            _Transfer.read = read
     assert last_stats().pruned, last_stats().skipped
     return per_glue, sizes
 
@@ -86,7 +86,7 @@ def check_no_reads_after_the_sizes(per_glue, sizes) -> None:
         reads = per_glue.get(name, Counts())
         # finish reads the stage-2 per-modality counts (for last_stats) once, at the very end
         assert reads.reads == (1 if name == "seats_finish" else 0), f"{name}:\n{_where(reads)}"
-    assert sizes.reads == 1, f"the layout sizes are read once per prefill:\n{_where(sizes)}"
+    assert sizes.reads == 1, f"the ids, positions and checks are read once per prefill:\n{_where(sizes)}"
 
 
 def selection_ops(per_glue) -> int:

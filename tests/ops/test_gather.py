@@ -61,3 +61,18 @@ def test_masked_fillers_are_never_attended_and_rows_stay_finite(case, as_float):
     causal = keep.index[:, None, :] <= keep.index[:, :, None]
     expected = causal & real[:, None, :]
     assert torch.equal(allowed[:, 0][real], expected[real])
+
+
+@settings(max_examples=100)
+@given(kept_lists(), st.integers(1, 3), st.sampled_from([torch.bool, torch.float32]), st.integers(0, 2 ** 31 - 1))
+def test_square_mask_keeps_exactly_the_kept_rows_and_columns(case, heads, dtype, seed):
+    length, kept = case
+    kept = [k[:min(len(x) for x in kept)] for k in kept]  # one width, no fillers
+    index = torch.stack(kept)
+    source = torch.randn(len(kept), heads, length, length, generator=torch.Generator().manual_seed(seed))
+    mask = source > 0 if dtype == torch.bool else source
+    gathered = gather_square_mask(mask, index)
+    expected = torch.stack([torch.stack([torch.stack([torch.stack([mask[b, h, i, j] for j in rows])
+                                                      for i in rows]) for h in range(heads)])
+                            for b, rows in enumerate(index.tolist())])
+    assert gathered.dtype == mask.dtype and torch.equal(gathered, expected)

@@ -8,7 +8,7 @@ import torch
 from seats_fx.host_reads import HostReadCounter
 from seats_fx.ops.budget import AUDIO, VIDEO
 from seats_fx.ops.diversity import greedy_max_min, greedy_max_min_torch, weighted_cosine_distance
-from seats_fx.ops.sizes import read_sizes, read_sizes_and
+from seats_fx.ops.sizes import read_sizes, sizes_on_host
 
 READS = {
     "item": lambda x: x[0].item(),
@@ -79,24 +79,24 @@ def _counted_sizes(modality, window, valid):
     return result
 
 
-def test_layout_sizes_and_extra_values_come_back_in_one_read():
+def test_layout_sizes_come_back_in_one_read_and_equal_the_host_count():
     # sample 0: left padding, text, windows 0 and 1 (video and audio); sample 1: window 2 audio only
     modality = torch.tensor([[0, 0, 0, 1, 1, 2, 1, 2, 2, 0], [0, 2, 2, 0, 1, 1, 2, 0, 0, 0]])
     window = torch.tensor([[-1, -1, -1, 0, 0, 0, 1, 1, 1, -1], [-1, 2, 2, -1, 0, 1, 1, -1, -1, -1]])
     valid = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 1, 1], [1] * 10])
     with HostReadCounter(where=True) as counts:
-        sizes, extra = read_sizes_and(modality, window, valid, torch.tensor([7, -3, 5]))
+        sizes = read_sizes(modality, window, valid)
     assert counts.reads == 1, counts.read_sites
-    assert extra == [7, -3, 5]
     assert [(s.text, s.windows, s.padding) for s in sizes] == _counted_sizes(modality, window, valid)
     assert sizes[1].windows == ((1, 0), (1, 1), (0, 2))
+    assert sizes == sizes_on_host(modality.numpy(), window.numpy(), valid.numpy())
 
 
-def test_window_ids_past_the_length_are_read_again_at_the_exact_width():
-    # empty windows between sparse frames: window id 12 in a 4-token sequence (a second read, rare layouts only)
+def test_window_ids_past_the_length_are_counted_in_the_same_read():
+    # empty windows between sparse frames: window id 12 in a 4-token sequence
     modality, window = torch.tensor([[0, 1, 2, 0]]), torch.tensor([[-1, 0, 12, -1]])
     with HostReadCounter() as counts:
         sizes = read_sizes(modality, window)
-    assert counts.reads == 3  # the first transfer, the window maximum, the transfer at the exact width
+    assert counts.reads == 1
     assert sizes[0].text == 2 and sizes[0].windows[0] == (1, 0) and sizes[0].windows[12] == (0, 1)
     assert sizes[0].num_windows == 13 and sizes[0].padding == 0
