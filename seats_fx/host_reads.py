@@ -17,7 +17,8 @@ Uploads (`torch.tensor(python data)`, host-to-device copies) are counted apart: 
 synchronizes the stream on CUDA, but it reads nothing of the device's data.
 
 Ops are counted at the dispatcher: every aten op once (views apart, they launch nothing), and a seats
-custom op (`torch.ops.seats.*`, one kernel on CUDA) once. With `look_inside=True` the counter also runs
+custom op (`torch.ops.seats_fx.*`) as the Triton launches its CUDA kernel makes (one, or two:
+CUSTOM_OP_LAUNCHES). With `look_inside=True` the counter also runs
 the torch implementation a custom op has on CPU and counts its aten ops apart (`inner_ops`), so both
 figures can be reported, clearly labelled.
 """
@@ -61,7 +62,10 @@ INNER_IMPLEMENTATIONS: dict[str, tuple[str, str]] = {
     "seats_fx::greedy_max_min": ("seats_fx.ops.diversity", "greedy_max_min_torch"),
     "seats_fx::window_budgets": ("seats_fx.ops.budget", "window_budgets_torch"),
     "seats_fx::query_relevance": ("seats_fx.ops.relevance", "text_query_relevance"),
+    "seats_fx::top_per_slot": ("seats_fx.ops.budget", "top_per_slot_torch"),
 }
+# seats custom ops whose CUDA kernel is more than one Triton launch (ops.triton_kernels): counted as such
+CUSTOM_OP_LAUNCHES = {"seats_fx::query_relevance": 2, "seats_fx::top_per_slot": 2}
 
 
 @dataclass
@@ -81,8 +85,9 @@ class Counts:
 
     @property
     def launches(self) -> int:
-        """Ops that launch work (on CUDA: one or more kernels or copies each), custom ops as one."""
-        return sum(n for name, n in self.ops.items() if name not in _NO_LAUNCH_OPS)
+        """Ops that launch work (on CUDA: one or more kernels or copies each), a seats custom op as the
+        Triton launches it makes on CUDA (CUSTOM_OP_LAUNCHES, else one)."""
+        return sum(n * CUSTOM_OP_LAUNCHES.get(name, 1) for name, n in self.ops.items() if name not in _NO_LAUNCH_OPS)
 
     def add(self, other: "Counts") -> "Counts":
         for name in ("host_reads", "uploads", "ops", "views", "inner_ops"):

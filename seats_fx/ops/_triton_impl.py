@@ -224,3 +224,71 @@ def budgets_kernel(sums, counts, out, windows, sum_row, sum_col, count_row, coun
     tl.store(out + lanes, video_budget, mask=inside)
     tl.store(out + windows + lanes, window_budget - video_budget, mask=inside)
     tl.store(out + 2 * windows + tl.arange(0, 2), tl.where(tl.arange(0, 2) == 0, ALWAYS_VALUE, 0))
+
+@triton.jit
+def _score_order(scores, positions, inside, stride):
+    # a score's place in torch.sort's order as an int32 (larger = earlier in a descending sort; -inf is
+    # -0x7F800000): -0.0 equal to 0.0, every NaN above +inf. Integer ops on the bits only: no float compare,
+    # so no fast-math rewrite can change how -0.0 and NaN order.
+    score = tl.load(scores + positions.to(tl.int64) * stride, mask=inside, other=0.0).to(tl.float32)
+    bits = score.to(tl.int32, bitcast=True)
+    magnitude = bits & 0x7FFFFFFF
+    order = tl.where(bits < 0, -magnitude, magnitude)
+    order = tl.where(magnitude > 0x7F800000, 0x7FFFFFFF, order)
+    return order
+
+@triton.jit
+def _count_ahead(ahead, scores, slot, length, score_stride, slot_stride, start, stop, row_slot, row_threshold,
+                 BLOCK: tl.constexpr):
+    # adds, per (row, column lane), the columns in [start, stop) of the row's slot whose order exceeds the
+    # row's threshold; per-lane counts are summed once at the end, not per step
+    for begin in range(start, stop, BLOCK):
+        cols = begin + tl.arange(0, BLOCK)
+        inside = cols < length
+        # lanes past the end get INT32_MIN, below every score: they rank above no row
+        col_order = tl.where(inside, _score_order(scores, cols, inside, score_stride), -2147483647 - 1)
+        col_slot = tl.load(slot + cols.to(tl.int64) * slot_stride, mask=inside, other=-1).to(tl.int32)
+        ahead += ((col_slot[None, :] == row_slot[:, None]) & (col_order[None, :] > row_threshold)).to(tl.int32)
+    return ahead
+
+@triton.jit
+def slot_keep_kernel(scores, slot, limits, keep, length, score_stride, slot_stride, limit_stride,
+                     BLOCK: tl.constexpr):
+    # keep[i] = rank of token i in its slot < limits[slot[i]], the rank counting the tokens j of the slot that
+    # torch's stable descending sort puts first: a larger score, or an equal one at a lower position (j < i)
+    row_start = tl.program_id(0) * BLOCK
+    rows = row_start + tl.arange(0, BLOCK)
+    row_inside = rows < length
+    row_order = _score_order(scores, rows, row_inside, score_stride)
+    # slots are below S, a tensor size: int32 holds them
+    row_slot = tl.load(slot + rows.to(tl.int64) * slot_stride, mask=row_inside, other=0).to(tl.int32)
+    ahead = tl.full([BLOCK, BLOCK], 0, tl.int32)
+    # columns before every row of the block: an equal score ranks above (order >= row order; no overflow:
+    # row orders are > INT32_MIN); columns after: only a larger one
+    ahead = _count_ahead(ahead, scores, slot, length, score_stride, slot_stride, 0, row_start, row_slot,
+                         row_order[:, None] - 1, BLOCK)
+    ahead = _count_ahead(ahead, scores, slot, length, score_stride, slot_stride, row_start + BLOCK, length,
+                         row_slot, row_order[:, None], BLOCK)
+    # the block itself: an equal score ranks above when its position is lower
+    lower = (tl.arange(0, BLOCK)[None, :] < tl.arange(0, BLOCK)[:, None]).to(tl.int32)
+    ahead = _count_ahead(ahead, scores, slot, length, score_stride, slot_stride, row_start, row_start + BLOCK,
+                         row_slot, row_order[:, None] - lower, BLOCK)
+    rank = tl.reduce(ahead, 1, _SUM)
+    limit = tl.load(limits + row_slot.to(tl.int64) * limit_stride, mask=row_inside, other=0)
+    tl.store(keep + rows, (rank.to(tl.int64) < limit).to(tl.int8), mask=row_inside)
+
+@triton.jit
+def kept_positions_kernel(keep, out, length, count, BLOCK: tl.constexpr):
+    # one program: the kept positions in order, a running count of the blocks before carrying the place
+    lanes = tl.arange(0, BLOCK)
+    kept = tl.full([1], 0, tl.int32)
+    for start in range(0, length, BLOCK):
+        positions = start + lanes
+        flags = tl.load(keep + positions, mask=positions < length, other=0).to(tl.int32)
+        place = kept + _cumsum(flags) - 1
+        tl.store(out + place, positions.to(tl.int64), mask=(flags != 0) & (place < count))
+        kept += _sum(flags)
+    # torch pads the tokens not kept with L and sorts them last: places past the kept ones hold L
+    for start in range(0, count, BLOCK):
+        places = start + lanes
+        tl.store(out + places, tl.full([BLOCK], 0, tl.int64) + length, mask=(places >= kept) & (places < count))

@@ -173,9 +173,34 @@ def top_per_group(scores: torch.Tensor, slot: torch.Tensor, budget: torch.Tensor
     return top_per_slot(scores, slot, limits, count)
 
 
+@torch.library.custom_op("seats_fx::top_per_slot", mutates_args=())
 def top_per_slot(scores: torch.Tensor, slot: torch.Tensor, limits: torch.Tensor, count: int) -> torch.Tensor:
     """Returns the sorted positions of the top limits[s] scorers among the tokens of each slot s; count (the
-    number kept, host-known) must equal sum over slots of min(limits[s], tokens in s). Ties: lower position."""
+    number kept, host-known) must equal sum over slots of min(limits[s], tokens in s). Ties: lower position.
+
+    scores: (L,) float; slot: (L,) long in [0, S); limits: (S,) long (ALWAYS and 0 allowed). A larger count
+    (at most L) is padded with L. One op at the dispatcher: two Triton kernels on CUDA (rank within the slot,
+    then compaction), these torch ops (two sorts, a searchsorted, a final sort, ...) elsewhere."""
+    return top_per_slot_torch(scores, slot, limits, count)
+
+
+@top_per_slot.register_fake
+def _(scores, slot, limits, count):
+    return scores.new_empty(count, dtype=torch.long)
+
+
+@top_per_slot.register_kernel("cuda")
+def _(scores, slot, limits, count):
+    from seats_fx.ops import triton_kernels
+
+    if triton_kernels.usable(scores) and scores.numel() <= triton_kernels.MAX_RANKED_TOKENS and \
+            scores.dtype in triton_kernels.RANKED_DTYPES:
+        return triton_kernels.top_per_slot(scores, slot, limits, count)
+    return top_per_slot_torch(scores, slot, limits, count)
+
+
+def top_per_slot_torch(scores: torch.Tensor, slot: torch.Tensor, limits: torch.Tensor, count: int) -> torch.Tensor:
+    """The torch implementation of top_per_slot (the reference for the Triton kernels)."""
     ordered, sorted_slots = _order_by_group_then_score(scores, slot)
     kept = torch.where(_rank_in_sorted_groups(sorted_slots) < limits[sorted_slots], ordered, slot.numel())
     return torch.sort(kept).values[:count]

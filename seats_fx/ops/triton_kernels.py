@@ -19,6 +19,13 @@ without triton. Each kernel computes exactly what its torch implementation compu
   exact-total allocation (`allocate_exact`'s closed form: the `total` best (window, slot) priorities, here
   found by bisection over the float64 order instead of a sort of W x total slots) and the video/audio
   split: one launch instead of ~60.
+- `top_per_slot` (stage 2): the sorted positions of the top limits[s] scorers of each slot. Kernel 1 (a
+  program per 64 tokens) counts, for each token, the tokens of its slot that torch's stable descending sort
+  puts first (a larger score, or an equal one at a lower position), 64 columns per step over all L (L^2
+  pairs, so up to MAX_RANKED_TOKENS), and writes a keep flag; scores compare by the order of their float32
+  bits, so -0.0 ties 0.0 and NaN is above +inf as in torch.sort. Kernel 2 (one program) turns the flags into
+  the sorted positions with a running cumsum, padded with L as torch's last sort pads them: two launches
+  instead of ~12 (two sorts, searchsorted, the final sort, ...).
 
 TRITON_INTERPRET=1 runs them on CPU tensors (the tests do); `SEATS_FX_TRITON=0` turns them off on CUDA.
 """
@@ -36,6 +43,13 @@ import torch
 MAX_GROUP = 4096  # tokens of one stage-1 group a program holds (per-candidate vectors of this width)
 MAX_HEAD_DIM = 256
 MAX_WINDOWS = 8192  # windows of one sample the budget program holds
+# tokens one top_per_slot call ranks: its first kernel compares all L^2 pairs, ~6 instructions a pair (sm_90
+# SASS), so ~0.1 ms at 20k tokens and ~0.25 ms here on an H100 by that count (not measured); longer sequences
+# take the torch ops (O(L log L) sorts, ~12 launches)
+MAX_RANKED_TOKENS = 32768
+RANKED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # scores whose float32 value is exact
+RANK_BLOCK = 64  # tokens ranked per program, and compared with them per step
+COMPACT_BLOCK = 1024  # keep flags the one compaction program reads per step
 ALWAYS = 2 ** 62  # keep limit of the text slot (ops.budget.ALWAYS)
 
 
@@ -151,4 +165,20 @@ def window_budgets(sums: torch.Tensor, counts: torch.Tensor, video_keep: int, au
     kernels.budgets_kernel[(1,)](sums, counts, out, windows, sums.stride(0), sums.stride(1), counts.stride(0),
                              counts.stride(1), int(video_keep), int(audio_keep), int(total), _float64_bits(temperature),
                              BLOCK_W=block)
+    return out
+
+
+def top_per_slot(scores: torch.Tensor, slot: torch.Tensor, limits: torch.Tensor, count: int) -> torch.Tensor:
+    """Triton version of ops.budget.top_per_slot: (L,) scores and slots, (S,) limits -> sorted kept positions
+    (the first `count`, padded with L as torch's sort pads them)."""
+    kernels = _get()
+    length = scores.numel()
+    size = len(range(length)[:count])  # what torch's [:count] leaves of L entries, whatever count is
+    out = torch.empty(size, dtype=torch.long, device=scores.device)
+    if size == 0:
+        return out
+    keep = torch.empty(length, dtype=torch.int8, device=scores.device)
+    kernels.slot_keep_kernel[(-(-length // RANK_BLOCK),)](scores, slot, limits, keep, length, scores.stride(0),
+                                                          slot.stride(0), limits.stride(0), BLOCK=RANK_BLOCK)
+    kernels.kept_positions_kernel[(1,)](keep, out, length, size, BLOCK=COMPACT_BLOCK)
     return out

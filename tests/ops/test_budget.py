@@ -1,9 +1,14 @@
+from collections import Counter
+
+import pytest
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from seats_fx.ops.budget import (AUDIO, VIDEO, allocate_exact, rank_within_groups, select_by_group_budget,
-                                 window_modality_budgets)
+from seats_fx.ops.budget import (ALWAYS, AUDIO, VIDEO, allocate_exact, rank_within_groups, select_by_group_budget,
+                                 top_per_slot, top_per_slot_torch, window_modality_budgets)
+from seats_fx.ops.stage_select import stage2_keep_index
 
 TEXT = 0
 
@@ -122,6 +127,42 @@ def test_keep_everything_budget_keeps_all():
     group = torch.where(modality == TEXT, 0, window * 2 + modality - VIDEO)
     kept = select_by_group_budget(relevance, group, budgets.flatten(), modality == TEXT, 7)
     assert kept.tolist() == list(range(7))
+
+
+class _DispatchedOps(TorchDispatchMode):
+    """Counts the ops that reach the dispatcher by name (a custom op once, not the ops it runs inside)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names[func._schema.name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("allocation", ["windows", "global"])
+def test_stage2_ranks_through_the_top_per_slot_op(allocation):
+    """Stage 2's per-slot top-k is one seats_fx::top_per_slot op (two Triton kernels on CUDA), not the sorts
+    of its torch implementation, for window budgets and for the plain top-k over all media."""
+    modality = torch.tensor([TEXT] * 2 + ([VIDEO] * 6 + [AUDIO] * 4) * 3 + [TEXT])
+    window = torch.where(modality == TEXT, -1, (torch.arange(len(modality)) - 2).clamp_min(0) // 10)
+    relevance = torch.rand(len(modality), generator=torch.Generator().manual_seed(4))
+    with _DispatchedOps() as ops:
+        kept = stage2_keep_index(relevance, modality, window, 3, 6, 3, 0.1, allocation)
+    assert ops.names["seats_fx::top_per_slot"] == 1, ops.names
+    assert not {"aten::sort", "aten::searchsorted"} & set(ops.names), ops.names
+    assert len(kept) == 3 + 9
+
+
+def test_top_per_slot_op_equals_its_torch_implementation_and_pads_with_length():
+    scores = torch.tensor([0.5, -0.0, 0.5, 0.0, 0.9, 0.1])
+    slot = torch.tensor([0, 0, 0, 1, 1, 2])
+    limits = torch.tensor([2, ALWAYS, 0])
+    for count in (4, 5, 6):  # 4 kept: ties in slot 0 to the lower position; a larger count is padded with L
+        got = top_per_slot(scores, slot, limits, count)
+        assert torch.equal(got, top_per_slot_torch(scores, slot, limits, count))
+        assert got.tolist() == ([0, 2, 3, 4] + [6, 6])[:count]
 
 
 def test_rank_within_groups_breaks_ties_by_index():

@@ -100,3 +100,13 @@ def test_window_ids_past_the_length_are_counted_in_the_same_read():
     assert counts.reads == 1
     assert sizes[0].text == 2 and sizes[0].windows[0] == (1, 0) and sizes[0].windows[12] == (0, 1)
     assert sizes[0].num_windows == 13 and sizes[0].padding == 0
+
+
+def test_a_custom_op_of_two_triton_kernels_counts_two_launches():
+    from seats_fx.ops.budget import top_per_slot
+
+    scores, slot = torch.tensor([0.5, 0.2, 0.9, 0.1]), torch.tensor([0, 0, 1, 1])
+    with HostReadCounter() as counts:
+        kept = top_per_slot(scores, slot, torch.tensor([1, 2]), 3)
+    assert dict(counts.ops) == {"seats_fx::top_per_slot": 1} and counts.launches == 2
+    assert kept.tolist() == [0, 2, 3]

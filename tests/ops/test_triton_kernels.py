@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seats_fx.ops.budget import AUDIO, VIDEO, group_sums, window_budgets_torch
+from seats_fx.ops.budget import ALWAYS, AUDIO, VIDEO, group_sums, top_per_slot_torch, window_budgets_torch
 from seats_fx.ops.diversity import greedy_max_min_torch, weighted_cosine_distance
 from seats_fx.ops.relevance import text_query_relevance
 from seats_fx.ops.sizes import group_slot
@@ -192,6 +192,85 @@ def test_budget_kernel_with_empty_windows_and_a_total_below_the_window_count():
         check_budgets(case)
         occupied_budgets = window_budgets_torch(*case)[:10].view(2, 5).sum(0)[[0, 3]]
         assert bool((occupied_budgets >= 1).all()), occupied_budgets
+
+
+# ---- stage 2: top scorers per slot -----------------------------------------------------------------------
+@st.composite
+def slot_rankings(draw):
+    """1-300 tokens (up to five kernel blocks) in 1-12 slots, scores with many exact ties (a few levels, -0.0
+    beside 0.0, infinities, NaN; float32, bfloat16 or float16), limits of 0, ALWAYS, within and above the
+    slot sizes, strided inputs; count = the number kept."""
+    length, slots = draw(st.integers(1, 300)), draw(st.integers(1, 12))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2 ** 31 - 1)))
+    if draw(st.booleans()):
+        scores = torch.randint(-2, 3, (length,), generator=gen).float() * 0.5  # five levels: ties everywhere
+    else:
+        scores = torch.rand(length, generator=gen)
+    scores[torch.rand(length, generator=gen) < 0.15] = -0.0
+    if draw(st.booleans()):
+        specials = torch.tensor([0.0, float("inf"), float("-inf"), float("nan"), -float("nan")])
+        picked = torch.rand(length, generator=gen) < 0.1
+        scores[picked] = specials[torch.randint(0, 5, (int(picked.sum()),), generator=gen)]
+    scores = scores.to(draw(st.sampled_from([torch.float32, torch.bfloat16, torch.float16])))
+    slot = torch.randint(0, slots, (length,), generator=gen)
+    sizes = torch.bincount(slot, minlength=slots)
+    limits = torch.tensor([draw(st.sampled_from([0, ALWAYS, int(size) + draw(st.integers(1, 3)),
+                                                 draw(st.integers(0, max(0, int(size))))])) for size in sizes])
+    if draw(st.booleans()):  # every other element of a wider tensor: the kernels read through strides
+        scores = torch.stack([scores, torch.zeros_like(scores)], dim=1)[:, 0]
+        slot = torch.stack([slot, torch.zeros_like(slot)], dim=1)[:, 0]
+    count = int(torch.minimum(sizes, limits).sum())
+    return scores, slot, limits, count
+
+
+def check_top_per_slot(case) -> None:
+    expected = top_per_slot_torch(*case)
+    got = triton_kernels.top_per_slot(*case)
+    assert torch.equal(got, expected), (case, got.tolist(), expected.tolist())
+
+
+@settings(max_examples=FEW)
+@given(slot_rankings())
+def test_top_per_slot_kernel_keeps_what_the_torch_sorts_keep(case):
+    check_top_per_slot(case)
+
+
+@pytest.mark.slow
+@settings(max_examples=MANY)
+@given(slot_rankings())
+def test_top_per_slot_kernel_keeps_what_the_torch_sorts_keep_wide(case):
+    check_top_per_slot(case)
+
+
+def test_top_per_slot_kernel_on_ties_across_blocks_and_counts_past_the_kept():
+    """Equal scores in one slot across three kernel blocks (the lower positions win, in every block), -0.0
+    tying 0.0, NaN of either sign above +inf; a count above the number kept (torch pads with L), above L,
+    and 0."""
+    length = 150
+    scores = torch.where(torch.arange(length) % 2 == 0, 0.0, -0.0)
+    scores[[7, 91]] = torch.tensor([-float("nan"), float("nan")])  # sign bit set, and clear
+    scores[[4, 139, 3]] = float("inf")
+    scores[[1, 140]] = float("-inf")
+    slot = torch.arange(length) % 3  # slot 0: the text (ALWAYS); 1: kept up to 20; 2: padding (0)
+    limits = torch.tensor([ALWAYS, 20, 0])
+    kept = 50 + 20
+    for count in (kept, kept + 7, length + 5, 0, 1):
+        check_top_per_slot((scores, slot, limits, count))
+    check_top_per_slot((torch.tensor([0.5]), torch.tensor([0]), torch.tensor([1]), 1))  # one token
+    check_top_per_slot((torch.tensor([0.5]), torch.tensor([0]), torch.tensor([0]), 1))
+    check_top_per_slot((torch.empty(0), torch.empty(0, dtype=torch.long), torch.tensor([ALWAYS]), 0))
+
+
+def test_top_per_slot_op_runs_the_torch_ops_off_cuda():
+    """The custom op (stage 2 of the glue calls it) gives the torch result on CPU, where it runs those ops."""
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randint(0, 4, (90,), generator=gen).float()
+    slot = torch.randint(0, 4, (90,), generator=gen)
+    limits = torch.tensor([ALWAYS, 5, 3, 0])
+    count = int(torch.minimum(torch.bincount(slot, minlength=4), limits).sum())
+    got = torch.ops.seats_fx.top_per_slot(scores, slot, limits, count)
+    assert torch.equal(got, top_per_slot_torch(scores, slot, limits, count))
+    assert torch.equal(got, triton_kernels.top_per_slot(scores, slot, limits, count))
 
 
 # ---- no triton, no kernels -----------------------------------------------------------------------------
