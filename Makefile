@@ -24,7 +24,7 @@ TEST_JOBS ?= 2
 PYTEST = -m pytest -q -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 .PHONY: demo test test-slow test-fuzz test-all test-compat test-compat-low test-compat-high compat-venvs venv bench \
-	gpu-check
+	gpu-check kernel-check
 
 # An editable install writes the source tree's egg-info: under flock (where there is one), so that the venvs
 # can be built at the same time (CI builds the compat venvs beside .venv). The lock is pyproject.toml, the file
@@ -111,3 +111,8 @@ bench: $(BENCH_STAMP)
 gpu-check:
 	test -e seats_fx/passes || ln -s ../passes seats_fx/passes
 	$(PYTHON) -m bench.gpu_check --json bench/results/gpu_check.json
+
+# the Triton kernels compiled for the GPU against their torch implementations, and their times (~1 minute)
+kernel-check:
+	test -e seats_fx/passes || ln -s ../passes seats_fx/passes
+	$(PYTHON) -m bench.kernel_check --json bench/results/kernel_check.json
