@@ -2,7 +2,8 @@
 
 Writes bench/results/{flops,prefill,fidelity}.json, report.json, report.md and PNG plots (FLOPs and time
 vs retention, kept tokens per layer). Runs on CUDA when one is present, on CPU otherwise.
-Usage: python -m bench.report [--quick]   (make bench)
+Usage: python -m bench.report [--quick] [--run flops,prefill,fidelity,accuracy]   (make bench)
+  --run: the parts to measure again; the report is rebuilt with the others' stored JSON.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bench import accuracy, fidelity, flops, prefill  # noqa: E402
 RESULTS = Path("bench/results")
 # targets of issue 5, checked against the measured figures
 FLOPS_TARGET, SPEEDUP_TARGET, SELECTION_TARGET, COMPILE_TARGET = 9.5, 5.0, 0.03, 1.5
+PARTS = ("flops", "prefill", "fidelity", "accuracy")  # what the report runs, in order
 
 
 def plot_flops(rows: list[dict], path: Path) -> None:
@@ -152,15 +154,27 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2 layers, 4 s clip, 1 repeat, 2 clips")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--run", default=",".join(PARTS),
+                        help=f"parts to run (of {','.join(PARTS)}); the others are read from their JSON in --out")
     args = parser.parse_args(argv)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    flops_result = flops.main(["--json", str(out / "flops.json")])
+    run = set(filter(None, args.run.split(",")))  # "": rebuild the report only
+    if not run <= set(PARTS):
+        parser.error(f"--run takes parts of {','.join(PARTS)}, got {args.run!r}")
+
+    def stored(name: str) -> dict:
+        return json.loads((out / f"{name}.json").read_text())
+
+    flops_result = flops.main(["--json", str(out / "flops.json")]) if "flops" in run else stored("flops")
     timing_args = ["--layers", "2", "--seconds", "4", "--repeats", "1"] if args.quick else []
-    timing = prefill.main(timing_args + ["--json", str(out / "prefill.json")])
-    fidelity_rows = fidelity.main((["--clips", "2"] if args.quick else []) + ["--json", str(out / "fidelity.json")])
+    timing = prefill.main(timing_args + ["--json", str(out / "prefill.json")]) if "prefill" in run \
+        else stored("prefill")
+    fidelity_rows = fidelity.main((["--clips", "2"] if args.quick else []) + ["--json", str(out / "fidelity.json")]) \
+        if "fidelity" in run else stored("fidelity")["rows"]
     # accuracy on the needle task with the trained checkpoint (writes accuracy.{json,md} and its plot)
-    accuracy_result = accuracy.main((["--quick", "--clips", "64"] if args.quick else []) + ["--out", str(out)])
+    accuracy_result = accuracy.main((["--quick", "--clips", "64"] if args.quick else []) + ["--out", str(out)]) \
+        if "accuracy" in run else stored("accuracy")
     plot_flops(flops_result["rows"], out / "flops_vs_retention.png")
     plot_time(timing, out / "time_vs_retention.png")
     plot_layers(flops_result["rows"], timing, out / "kept_tokens_per_layer.png")
