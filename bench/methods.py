@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Callable
 
+from seats_fx.config import SeatsConfig
 from seats_fx.ops.schedule import scaled_layers
 
 # FastV prunes once, after layer K=2 of its 32-layer models; scaled by depth like SEATS's own layers
 FASTV_LAYER_FRACTION = 2 / 28
 # the Qwen2.5-Omni 7B late-block layer 24 of 28, as a fraction (SEATS's own default)
 LATE_FRACTION = 24 / 28
+DEFAULT_ENCODER_RATIO_SCALE = SeatsConfig().encoder_ratio_scale
 
 
 def _late_layer(depth: int) -> int:
@@ -22,7 +24,12 @@ def _late_layer(depth: int) -> int:
 
 
 def seats(r: float, depth: int) -> dict:
-    return {"retention": r}
+    # stage 1 keeps R x encoder_ratio_scale (1.4 by default) in the layers before the late block; on a shallow
+    # decoder (the CPU benchmark's 6 layers: late block at 5) that is below R on average, and SeatsConfig
+    # refuses the target: stage 1 then keeps enough to carry R up to the cut
+    needed = depth / (_late_layer(depth) - 1)
+    return {"retention": r} if needed <= DEFAULT_ENCODER_RATIO_SCALE else \
+        {"retention": r, "encoder_ratio_scale": min(1.0 / r, needed)}
 
 
 def seats_without_stage2(r: float, depth: int) -> dict:

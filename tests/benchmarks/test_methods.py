@@ -20,6 +20,20 @@ def test_each_method_processes_the_retention_it_is_given(method, retention):
     assert abs(sum(tokens) / (28 * media) - retention) < 0.01
 
 
+@pytest.mark.parametrize("retention", [0.1, 0.2, 0.3])
+def test_every_method_resolves_on_the_cpu_benchmarks_six_layers_and_seats_processes_its_retention(retention):
+    """bench.prefill's truncated 6-layer decoder (late block at 5): SEATS's default stage 1 would average below
+    R there, which SeatsConfig refuses; its method keeps enough instead. The others resolve as they are."""
+    media = sum(v + a for v, a in WINDOWS)
+    for method, options in METHODS.items():
+        config = SeatsConfig(**options(retention, 6))
+        plan = StagePlan.resolve(config, 6, Qwen2_5OmniAdapter.drop_layer_fractions,
+                                 Qwen2_5OmniAdapter.late_block_fraction)
+        if method == "SEATS":
+            tokens = plan.layer_token_counts(0, WINDOWS, stage1=config.stage1)
+            assert abs(sum(tokens) / (6 * media) - retention) < 0.01
+
+
 def test_baselines_differ_from_seats_only_where_they_should():
     seats = SeatsConfig(**METHODS["SEATS"](0.1, 28))
     fastv = SeatsConfig(**METHODS["FastV"](0.1, 28))
