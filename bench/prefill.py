@@ -86,7 +86,8 @@ def timing_row(name: str, timing, **extra) -> dict:
 
 def glue_columns(run) -> dict:
     """Host reads, dispatcher-level ops and host-to-device uploads of the seats glue in one call (all glue, and
-    the selection part: everything after seats_begin); seats custom ops count once (one kernel on CUDA)."""
+    the selection part: everything after seats_begin); a seats custom op counts as the Triton launches it
+    makes on CUDA."""
     with counting_glue() as per_glue:
         run()
     everything = total(per_glue)
@@ -206,7 +207,8 @@ def print_report(result: dict, log=print) -> None:
     seats = rows["backend=seats R=0.1"]
     log(f"seats glue: {seats['glue_host_reads']} host reads, {seats['glue_ops']} ops + {seats['glue_uploads']} "
         "host-to-device uploads (selection after seats_begin: "
-        f"{seats['selection_glue_host_reads']} reads, {seats['selection_glue_ops']} ops; custom ops count once)")
+        f"{seats['selection_glue_host_reads']} reads, {seats['selection_glue_ops']} ops; a custom op counts as "
+        "its CUDA launches)")
     if seats.get("selection_gpu_s") is not None:
         log(f"seats on the GPU timeline: selection {seats['selection_s']:.4f} s wall, glue spans "
             f"{cell(seats, 'selection_gpu_s', '.4f')} s, decoder span {cell(seats, 'decoder_span_s', '.4f')} s")

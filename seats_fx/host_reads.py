@@ -8,8 +8,8 @@ selection glue is held to counts instead: `HostReadCounter` counts both under a 
 (everything else); `counting_glue()` switches it on for the seats glue functions only.
 
 What counts as a host read (each is one stall on CUDA):
-- `Tensor.item / tolist / numpy / cpu` (`.cpu().numpy()` once) and `__bool__ / __int__ / __index__ / __float__` (these reach the
-  dispatcher as `aten._local_scalar_dense`, counted once), `torch.equal`;
+- `Tensor.item / tolist / numpy / cpu` (`.cpu().numpy()` once) and `__bool__ / __int__ / __index__ /
+  __float__` (these reach the dispatcher as `aten._local_scalar_dense`, counted once), `torch.equal`;
 - ops whose output size depends on the data: `nonzero`, `masked_select`, `unique*`, boolean-mask indexing
   (`t[mask]`, `t[mask] = v`), `repeat_interleave` with a tensor of repeats;
 - copies from a device to the CPU (`_to_copy` / `copy_` into a CPU tensor from another device).
