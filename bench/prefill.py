@@ -7,7 +7,8 @@ The model is a Qwen2.5-Omni thinker whose decoder has the 3B widths (hidden 2048
 2 KV heads) and truncated depth, with small random-weight encoders (the encoders are not pruned, and
 their real sizes would dominate a CPU run). The clip is 16 s of 448x252 video at 2 fps with its audio.
 Logits are computed for the last position only (logits_to_keep=1), as generate()'s prefill does.
-Usage: python -m bench.prefill [--layers 6] [--seconds 16] [--repeats 3] [--json bench/results/prefill.json]
+Usage: python -m bench.prefill [--layers 6] [--seconds 16] [--repeats 3] [--no-sweep]
+       [--json bench/results/prefill.json]
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def device_columns(rows: list[dict], runs: dict, model, inputs, repeats: int, de
             row.update(GlueTimer().measure(runs[name]))
 
 
-def run(layers: int, seconds: int, repeats: int, device: torch.device, log=print) -> dict:
+def run(layers: int, seconds: int, repeats: int, device: torch.device, log=print, with_sweep: bool = True) -> dict:
     model = build(layers, device)
     inputs = clip_inputs(model, seconds, device)
     ids = inputs["input_ids"][0]
@@ -184,7 +185,7 @@ def run(layers: int, seconds: int, repeats: int, device: torch.device, log=print
         if device.type == "cuda":
             device_columns(rows, runs, model, inputs, repeats, device, log)
 
-        sweep = recompile_sweep(model, device, seats_options, log)
+        sweep = recompile_sweep(model, device, seats_options, log) if with_sweep else []
     return {"device": str(device), "machine": platform.machine(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "layers": layers, "seconds": seconds, "counts": counts,
             "repeats": repeats, "rows": rows, "compile": compile_rows, "methods": methods, "sweep": sweep}
@@ -233,9 +234,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=Path("bench/results/prefill.json"))
+    parser.add_argument("--no-sweep", action="store_true", help="skip the recompiles over 10 video lengths")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    result = run(args.layers, args.seconds, args.repeats, device)
+    result = run(args.layers, args.seconds, args.repeats, device, with_sweep=not args.no_sweep)
     print_report(result)
     write_json(args.json, result)
     return result
