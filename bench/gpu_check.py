@@ -284,7 +284,7 @@ def run_check(args) -> dict:
         everything = total(per_glue)
         selection = total({n: c for n, c in per_glue.items() if n != "seats_begin"})
         row.update({"glue_host_reads": everything.reads, "glue_ops": everything.launches,
-                    "glue_uploads": sum(everything.uploads.values()),
+                    "glue_uploads": everything.upload_count,
                     "selection_glue_host_reads": selection.reads, "selection_glue_ops": selection.launches,
                     "glue_reads_by_function": {n: c.reads for n, c in per_glue.items()}})
         return row

@@ -94,7 +94,7 @@ def glue_columns(run) -> dict:
     everything = total(per_glue)
     selection = total({name: counts for name, counts in per_glue.items() if name != "seats_begin"})
     return {"glue_host_reads": everything.reads, "glue_ops": everything.launches,
-            "glue_uploads": sum(everything.uploads.values()),
+            "glue_uploads": everything.upload_count,
             "selection_glue_host_reads": selection.reads, "selection_glue_ops": selection.launches}
 
 

@@ -245,9 +245,9 @@ class SeatsCall:
             modality, window = np.zeros_like(host.valid), np.full_like(host.valid, -1)
         sizes = sizes_on_host(modality, window, host.valid)
         weight_index = _weight_index(members) if reason is None and self.plan.stage1 else None
-        self._set_layout(sizes, modality, window, host, weight_index, inputs_embeds.device)
-        if reason is None and self.plan.stage1:
-            self._stage1_weights(self._weight_index, {kind: int(n) for kind, n in
+        weight_index = self._set_layout(sizes, modality, window, host, weight_index, inputs_embeds.device)
+        if weight_index is not None:
+            self._stage1_weights(weight_index, {kind: int(n) for kind, n in
                                                       zip(_PLACEHOLDER_KINDS, members.sum((1, 2)))},
                                  host.mel_lengths)
         if reason is not None:
@@ -331,10 +331,11 @@ class SeatsCall:
     # stage 1, each stage-2 step, stage 3 and finish run with fixed shapes and read no device data; the
     # per-modality split of a stage-2 step is known on the device only and is read once, in finish.
     def _set_layout(self, sizes: list[SampleSizes], modality: np.ndarray, window: np.ndarray, host: _HostPrompt,
-                    weight_index: np.ndarray | None, device: torch.device) -> None:
+                    weight_index: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
         """Sets the host-known counts of the layout, and uploads in one copy the per-token state each stage
         gathers with one index (position, modality, window, valid and group slot: ops.sizes.group_slot), the
-        stage-1 weight index and the position decoding goes on from."""
+        stage-1 weight index and the position decoding goes on from. Returns the weight index on the device
+        (None without one)."""
         self.sizes = sizes
         self.video_counts = [s.video for s in self.sizes]
         self.audio_counts = [s.audio for s in self.sizes]
@@ -358,7 +359,7 @@ class SeatsCall:
         tokens = batch * length
         self._set_state(uploaded[:5 * tokens].view(batch, length, 5))
         self.next_position = uploaded[5 * tokens:5 * tokens + batch]
-        self._weight_index = None if weight_index is None else uploaded[5 * tokens + batch:].view(batch, length)
+        return None if weight_index is None else uploaded[5 * tokens + batch:].view(batch, length)
 
     def _set_state(self, state: torch.Tensor) -> None:
         self._state = state

@@ -84,6 +84,11 @@ class Counts:
         return sum(self.host_reads.values())
 
     @property
+    def upload_count(self) -> int:
+        """Host-to-device uploads (each one more copy on a GPU stream)."""
+        return sum(self.uploads.values())
+
+    @property
     def launches(self) -> int:
         """Ops that launch work (on CUDA: one or more kernels or copies each), a seats custom op as the
         Triton launches it makes on CUDA (CUSTOM_OP_LAUNCHES, else one)."""
@@ -96,7 +101,7 @@ class Counts:
         return self
 
     def summary(self) -> dict:
-        return {"host_reads": self.reads, "uploads": sum(self.uploads.values()), "ops": self.launches,
+        return {"host_reads": self.reads, "uploads": self.upload_count, "ops": self.launches,
                 "views": sum(self.views.values()), "inner_ops": sum(self.inner_ops.values()),
                 "reads_by_kind": dict(self.host_reads)}
 
