@@ -6,7 +6,9 @@ import torch
 from torch.fx import GraphModule, Node
 
 from seats_fx.call import seats_gather, seats_gather_mask
-from seats_fx.passes.locate import SIZE_METHODS, find_upstream
+import operator
+
+from seats_fx.passes.locate import SIZE_METHODS, _flat_args, find_upstream, is_size_node, length_multiples
 from seats_fx.passes.plan import GraphPlan
 
 GLUE = "seats_glue"  # node.meta flag: runs eagerly between Inductor pieces
@@ -99,12 +101,39 @@ def insert_boundary(gm: GraphModule, plan: GraphPlan, layer_index: int, select, 
         _replace_in_layers(plan, layer_index, plan.mask, kept_mask)
         plan.mask = kept_mask
     old_lengths = plan.seq_len if isinstance(plan.seq_len, list) else [plan.seq_len]
+    if isinstance(plan.seq_len, int):
+        _respell_length_multiples(gm, plan, layer_index, plan.seq_len, new_length)
     for old_length in old_lengths:
         _replace_in_layers(plan, layer_index, old_length, new_length)
     layer.nodes.insert(0, new_length)
     _recompute_sizes(gm, plan, layer_index, [n for n in old_lengths if isinstance(n, Node)], new_length)
     plan.seq_len = [new_length]
     return keep
+
+
+def _respell_length_multiples(gm: GraphModule, plan: GraphPlan, layer_index: int, length: int,
+                              new_length: Node) -> None:
+    """In a static trace, replaces each length x top_k int in the sizes of layers >= layer_index by a node
+    `new_length * k` of that layer (placed before its first use), which every later boundary re-points at
+    its own kept length (locate.check_length_multiples vetted the ints)."""
+    multiples = length_multiples(plan.layers[layer_index:], length)
+    for layer in plan.layers[layer_index:]:
+        for k, product in multiples.items():
+            users = [n for n in layer.nodes if is_size_node(n) and product in _flat_args(n)]
+            if not users:
+                continue
+            with gm.graph.inserting_before(users[0]):
+                spelled = gm.graph.call_function(operator.mul, (new_length, k))
+            layer.nodes.insert(layer.nodes.index(users[0]), spelled)
+
+            def swap(value, spelled=spelled, product=product):
+                if isinstance(value, (list, tuple)):
+                    return type(value)(swap(v) for v in value)
+                return spelled if isinstance(value, int) and not isinstance(value, bool) and value == product \
+                    else value
+
+            for node in users:
+                node.args, node.kwargs = swap(node.args), {key: swap(v) for key, v in node.kwargs.items()}
 
 
 def _recompute_sizes(gm: GraphModule, plan: GraphPlan, layer_index: int, old_lengths: list[Node],

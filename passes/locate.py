@@ -18,6 +18,7 @@ from seats_fx.passes import dynamo_meta as meta
 from seats_fx.passes.plan import GraphPlan, LayerNodes, TapPlan
 
 SIZE_METHODS = ("view", "reshape", "expand")  # where a graph spells the sequence length inside layers
+_SIZE_FUNCTIONS = (torch.arange,)  # where a static MoE graph spells length x top_k (token-expert pairs)
 _METADATA_METHODS = ("numel", "size", "dim")
 # the per-token state `insert_boundary` gathers, and what reads the KV cache: anything else a layer reads
 # from outside must be module state or a size
@@ -166,6 +167,24 @@ def locate_encoder_taps(gm: GraphModule, frame: torch.nn.Module | None) -> list[
             scale = inputs.index(scale) if scale.op == "placeholder" else None
         found.setdefault(kind, (tuple((node.args[0], node.args[1]) for node in attention), scale))
     return list(found.items())
+
+
+def locate_rotary_positions(gm: GraphModule, frame: torch.nn.Module | None) -> int | None:
+    """Returns the placeholder index of the (3, B, L) TMRoPE position ids a graph hands to the text model's
+    rotary embedding (the graph of that module's frame, or one that calls it), or None. When the decoder
+    layers run as graphs of their own, this is where their positions are seen."""
+    rotary_classes = tuple(adapter.rotary_class for adapter in ADAPTERS)
+    in_frame = isinstance(frame, rotary_classes)
+    found = []
+    for index, node in enumerate(meta.placeholders(gm)):
+        example = meta.example(node)
+        if not (_is_data_input(node) and isinstance(example, torch.Tensor) and example.dim() == 3
+                and example.shape[0] == 3):
+            continue
+        if in_frame or any(any(entry.type in rotary_classes for entry in meta.module_stack(user))
+                           for user in node.users):
+            found.append(index)
+    return found[0] if len(found) == 1 else None
 
 
 def locate_lm_head(gm: GraphModule, output_weight) -> list[Node]:
@@ -425,11 +444,8 @@ def _sequence_length(gm: GraphModule, adapter, layers: list[LayerNodes]) -> int 
             raise Unsupported(f"cannot find the SymInt input spelling the sequence length {length}")
         return spelled
     if length != 1:  # one new token over a KV cache is a decode step: nothing to select, nothing rewritten
-        if not adapter.static_traces_supported:
-            raise Unsupported(f"a static-shape trace of a {adapter.family} decoder bakes sizes derived from the "
-                              "sequence length into constants (its MoE routing: length x top_k); compile with "
-                              "dynamic=True (seats_fx.compile does)", kind="static trace")
         _check_literal_length(layers, length)
+        check_length_multiples(layers, length)
     return length
 
 
@@ -478,6 +494,46 @@ def _check_literal_length(layers: list[LayerNodes], length: int) -> None:
     if length in others:
         raise Unsupported(f"sequence length {length} equals another size inside the layers; compile with "
                           "dynamic=True to rewrite this graph")
+
+
+def is_size_node(node: Node) -> bool:
+    """True for the nodes where a static trace spells sizes derived from the sequence length."""
+    return (node.op == "call_method" and node.target in SIZE_METHODS) or \
+        (node.op == "call_function" and node.target in _SIZE_FUNCTIONS)
+
+
+def length_multiples(layers: list[LayerNodes], length: int) -> dict[int, int]:
+    """Returns {k: length * k} for each k > 1 the layers' routing takes the top of (torch.topk's k): an MoE
+    layer sizes its token-expert pairs as length x top_k, which a static trace spells as one int."""
+    ks = set()
+    for layer in layers:
+        for node in layer.nodes:
+            if meta.is_call(node, (torch.topk,)) or (node.op == "call_method" and node.target == "topk"):
+                k = node.args[1] if len(node.args) > 1 else node.kwargs.get("k")
+                if isinstance(k, int) and not isinstance(k, bool) and k > 1:
+                    ks.add(k)
+    return {k: length * k for k in ks}
+
+
+def check_length_multiples(layers: list[LayerNodes], length: int) -> None:
+    """A static MoE graph spells length x top_k as an int in sizes (boundaries re-spell it from the kept
+    length): make sure it appears in sizes only and no other size equals it."""
+    products = set(length_multiples(layers, length).values())
+    if not products:
+        return
+    others: set[int] = set()
+    for layer in layers:
+        for node in layer.nodes:
+            ints = {a for a in _flat_args(node) if isinstance(a, int) and not isinstance(a, bool)}
+            if not is_size_node(node) and ints & products:
+                raise Unsupported(f"layer {layer.index} uses the sequence length times its top-k "
+                                  f"{sorted(ints & products)[0]} outside a size ({node.format_node()}); compile "
+                                  "with dynamic=True to rewrite this graph", kind="static trace")
+            if is_size_node(node):
+                others |= ints - products - {length}
+    if products & others:
+        raise Unsupported("the sequence length times the top-k equals another size inside the layers; compile "
+                          "with dynamic=True to rewrite this graph", kind="static trace")
 
 
 def _flat_args(node: Node) -> list:

@@ -13,6 +13,8 @@ Every rewrite pass is a function `(gm, ctx) -> gm` (ctx: passes.plan.PassContext
   8. `cleanup`: dead code out, lint, recompile; 9. `partition`: Inductor pieces and glue (always last).
 - decode step (one token over a KV cache): `rewrite_decode_step`, `cleanup`, `partition`.
 - logits graph (the thinker's lm_head in a graph of its own): `route_lm_head`, `cleanup`, `partition`.
+- layer piece (one decoder layer Dynamo compiled from its own frame): `rewrite_layer_piece` (entry gathers,
+  the boundary after the layer, full length at exit, the KV-cache hand-over), `cleanup`, `partition`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from seats_fx.passes.align_cache import align_cache
 from seats_fx.passes.cleanup import cleanup
 from seats_fx.passes.decode_step import rewrite_decode_step
 from seats_fx.passes.kept_row_logits import route_lm_head
+from seats_fx.passes.layer_piece import rewrite_layer_piece
+from seats_fx.passes.locate_piece import locate_layer_piece
 from seats_fx.passes.partition import partition
 from seats_fx.passes.plan import GraphPlan, PassContext
 from seats_fx.passes.prune_blocks import prune_blocks
@@ -36,6 +40,7 @@ from seats_fx.passes.select_before_llm import insert_begin, select_before_llm
 from seats_fx.passes.truncate_at_fusion import restore_output_length, truncate_at_fusion
 from seats_fx.stage_plan import StagePlan
 
+LAYER_PIECE_PASSES = (rewrite_layer_piece, cleanup, partition)
 PREFILL_PASSES = (insert_begin, select_before_llm, prune_blocks, truncate_at_fusion, restore_output_length,
                   align_cache, route_lm_head, cleanup, partition)
 DECODE_STEP_PASSES = (rewrite_decode_step, cleanup, partition)
@@ -85,6 +90,15 @@ class SeatsPassManager:
     def __call__(self, gm: GraphModule, plan: GraphPlan, output_weight=lambda: None) -> GraphModule:
         ctx = PassContext(plan, self.config, self.stage_plan(plan), output_weight)
         return self._run(gm, PREFILL_PASSES, ctx)
+
+    def layer_piece(self, gm: GraphModule, adapter, depth: int) -> tuple[GraphModule, GraphPlan]:
+        """Locates the one decoder layer of a graph compiled from that layer's own frame (raises
+        locate.Unsupported when it does not fit), rewrites it (passes.layer_piece) and partitions it. Returns
+        the rewritten graph and the plan. The stage plan is resolved for the whole decoder (ValueError for an
+        unreachable retention, as for a whole decoder graph)."""
+        plan = locate_layer_piece(gm, adapter)
+        stages = StagePlan.resolve(self.config, depth, adapter.drop_layer_fractions, adapter.late_block_fraction)
+        return self._run(gm, LAYER_PIECE_PASSES, PassContext(plan, self.config, stages)), plan
 
     def logits_graph(self, gm: GraphModule, output_weight) -> GraphModule | None:
         """Returns a graph holding the model's lm_head (outside the decoder graph) with the lm_head as eager

@@ -12,15 +12,18 @@ from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 from seats_fx.call import SeatsCall, glue_seconds, reset_glue_clock
 from seats_fx.config import SeatsConfig
-from seats_fx.models import ADAPTERS, ModelFacts, model_facts
+from seats_fx.layerwise import LayerStep, LayerwiseForward, current_forward, end_forward, start_forward
+from seats_fx.models import ADAPTERS, ModelFacts, decoder_layer_position, model_facts
 from seats_fx.passes import dynamo_meta
 from seats_fx.passes.locate import (ContinuedPrompt, Unsupported, decoder_layer_frame, family_of, graph_owner,
-                                    locate_decoder, locate_embedding_tap, locate_encoder_taps, locate_tap)
+                                    locate_decoder, locate_embedding_tap, locate_encoder_taps,
+                                    locate_rotary_positions, locate_tap)
 from seats_fx.passes.manager import SeatsPassManager
 from seats_fx.passes.segment_attention import fuse_segment_attention
 from seats_fx.runtime import (SeatsStats, prefill_record, record_attention_chunks, record_audio_lengths,
-                              record_embedding, record_modality_tap, record_window_index, set_last_stats,
-                              set_prefill_record, take_encoder_taps, take_modality_tap, take_unconsumed_media_tap)
+                              record_embedding, record_modality_tap, record_positions, record_window_index,
+                              set_last_stats, set_prefill_record, take_encoder_taps, take_modality_tap,
+                              positions_pending, take_positions, take_unconsumed_media_tap)
 
 log = logging.getLogger("seats_fx")
 
@@ -28,6 +31,9 @@ log = logging.getLogger("seats_fx")
 # per wrapped function; at Dynamo's default recompile_limit (8) Dynamo then reuses any cached graph,
 # whichever backend built it, and two option sets could serve each other's graphs.
 MIN_RECOMPILE_LIMIT = 64
+# a decoder whose layers Dynamo compiles as frames of their own compiles one graph per layer (Dynamo guards
+# on the layer module), static and then dynamic: a layer past the limit would run eagerly, unpruned
+GRAPHS_PER_LAYER_FRAME = 3
 
 
 def versions() -> str:
@@ -37,13 +43,17 @@ def versions() -> str:
     return f"torch {torch.__version__}, transformers {transformers.__version__}"
 
 
-def _ensure_recompile_headroom() -> None:
+def _ensure_recompile_headroom(minimum: int = MIN_RECOMPILE_LIMIT) -> None:
     config = torch._dynamo.config
-    if config.recompile_limit < MIN_RECOMPILE_LIMIT:
+    if config.recompile_limit < minimum:
         log.info("seats: raising torch._dynamo.config.recompile_limit from %d to %d (transformers' decorators "
-                 "share one code object; at the limit Dynamo would reuse graphs across backends)",
-                 config.recompile_limit, MIN_RECOMPILE_LIMIT)
-        config.recompile_limit = MIN_RECOMPILE_LIMIT
+                 "share one code object, and decoder layers compiled as frames of their own take one entry "
+                 "each; at the limit Dynamo would reuse graphs across backends or run layers eagerly)",
+                 config.recompile_limit, minimum)
+        config.recompile_limit = minimum
+    accumulated = getattr(config, "accumulated_recompile_limit", None)
+    if isinstance(accumulated, int) and accumulated < 4 * minimum:
+        config.accumulated_recompile_limit = 4 * minimum
 
 
 # what Inductor raises for a graph whose sizes depend on tensor data (a .item() it must not guard on)
@@ -101,7 +111,9 @@ def _input_recorders(gm: GraphModule, facts: ModelFacts | None, frame=None) -> l
         recorders.append(lambda args, extras: record_embedding(args[ids_at], args[weight_at]))
     tap = locate_tap(gm, facts.token_ids if facts is not None else None)
     if tap is not None:
-        recorders.append(lambda args, extras: record_modality_tap(args[tap.input_ids_index], tap.token_ids))
+        per_second = facts.positions_per_second
+        recorders.append(lambda args, extras: record_modality_tap(args[tap.input_ids_index], tap.token_ids,
+                                                                  per_second))
     return recorders
 
 
@@ -109,6 +121,9 @@ def _tap_graph(gm: GraphModule, facts: ModelFacts | None, frame) -> tuple[GraphM
     """Returns the graph to compile (with extra outputs where a tap needs intermediate values), its
     recorders, and the original output count (None when no output was added)."""
     recorders = _input_recorders(gm, facts, frame)
+    positions = locate_rotary_positions(gm, frame)
+    if positions is not None:
+        recorders.append(lambda args, extras: record_positions(args[positions]))
     exposed: list[Node] = []
     for kind, where in locate_encoder_taps(gm, frame):
         if kind == "audio_lengths":
@@ -155,9 +170,79 @@ class _DecoderRunner:
             record(args, ())
         call = SeatsCall(self.backend.config, self.adapter, self.depth, take_modality_tap(), take_encoder_taps(),
                          self.positions_per_second, self.backend.report)
+        take_positions()  # a whole decoder reads its positions in the graph
         reset_glue_clock()
         outputs = self.rewritten(call, *args)
         call.stats.selection_seconds = glue_seconds()
+        return outputs
+
+
+class _LayerIdentity:
+    """The layer module a layer graph was compiled from, recognised at run time by the parameter Dynamo passes
+    in. Dynamo may run the graph for another layer module (of a copy of the model, or of every layer when the
+    graph does not depend on the layer's index): then nothing is known about which layer it is."""
+
+    def __init__(self, gm: GraphModule) -> None:
+        self.at, self.parameter = None, lambda: None
+        for at, node in enumerate(dynamo_meta.placeholders(gm)):
+            value = dynamo_meta.runtime_value(node)
+            if dynamo_meta.is_module_state(node) and isinstance(value, torch.Tensor):
+                self.at, self.parameter = at, dynamo_meta.weak(value)
+                return
+
+    def same_module(self, args: tuple) -> bool:
+        expected = self.parameter()
+        return self.at is not None and expected is not None and args[self.at] is expected
+
+
+class _LayerPieceRunner:
+    """Runs the rewritten graph of a decoder layer (compiled from the layer's own frame) with this forward's
+    LayerStep (seats_fx.layerwise). A layer's index is its place in the forward: a forward starts at the first
+    layer graph after the rotary embedding recorded new positions (or after the last one ended), and each
+    layer graph after it is the next layer; where the graph runs for the module it was compiled from, that
+    module's own index must agree."""
+
+    def __init__(self, backend: "SeatsBackend", rewritten: GraphModule, adapter, index: int, depth: int,
+                 identity: _LayerIdentity, hidden_at: int) -> None:
+        self.backend, self.rewritten, self.adapter, self.index, self.depth = backend, rewritten, adapter, index, depth
+        self.identity, self.hidden_at = identity, hidden_at
+
+    def _start(self, args) -> LayerwiseForward:
+        tap = take_modality_tap()
+        batch = args[self.hidden_at].shape[0]
+        why_not = None
+        if tap is not None and batch != 1:
+            why_not = (f"a batch of {batch} prompts whose decoder layers Dynamo compiled as graphs of their own: "
+                       "seats prunes one prompt at a time there (seats_fx.compile traces the decoder whole and "
+                       "prunes batches)")
+        per_second = tap.positions_per_second if tap is not None and tap.positions_per_second else \
+            self.backend._per_second(None, self.adapter)
+        call = SeatsCall(self.backend.config, self.adapter, self.depth, tap, take_encoder_taps(), per_second,
+                         self.backend.report)
+        reset_glue_clock()
+        return LayerwiseForward(call, take_positions(), why_not)
+
+    def __call__(self, *args):
+        forward = current_forward()
+        if forward is None or positions_pending():
+            forward = self._start(args)
+            start_forward(forward)
+        index = forward.next_layer
+        if self.identity.same_module(args) and index != self.index:
+            end_forward()
+            raise RuntimeError(f"seats: decoder layer {self.index} ran through its compiled graph as layer {index} of "
+                               "its forward: the layers before it ran outside the graphs seats rewrote (e.g. "
+                               "eagerly, past Dynamo's recompile_limit), so the selection state is lost; raise "
+                               "torch._dynamo.config.recompile_limit or use seats_fx.compile(model, options)")
+        forward.next_layer = index + 1
+        try:
+            outputs = self.rewritten(LayerStep(forward, index, self.depth), *args)
+        except BaseException:
+            end_forward()
+            raise
+        if index == self.depth - 1:
+            forward.call.stats.selection_seconds = glue_seconds()
+            end_forward()
         return outputs
 
 
@@ -202,6 +287,14 @@ class _LmHeadGraph:
         self.compiled, self.report = compiled, report
 
     def __call__(self, *args):
+        unfinished = current_forward()
+        if unfinished is not None:
+            end_forward()
+            raise RuntimeError(f"seats: the lm_head ran after decoder layer {unfinished.next_layer - 1} of "
+                               f"{unfinished.call.plan.depth}: the later layers ran outside the graphs seats "
+                               "rewrote (e.g. eagerly, past Dynamo's recompile_limit), so this forward's output "
+                               "mixes pruned and unpruned layers; raise torch._dynamo.config.recompile_limit or use "
+                               "seats_fx.compile(model, options)")
         if take_unconsumed_media_tap() is not None:
             set_last_stats(SeatsStats(pruned=False, skipped="no decoder graph of this forward was recognised"))
             self.report("prompt with video/audio left unpruned: no decoder graph of this forward was recognised "
@@ -326,10 +419,7 @@ class SeatsBackend:
             if piece is not None and self.config.keeps_everything:
                 return _KeptEverything(self._lower(gm, example_inputs))
             if piece is not None:  # the model's code broke its decoder into one graph per layer
-                reason = Unsupported(f"a {piece.family} decoder layer compiled as a graph of its own (the model's "
-                                     "code broke the decoder into one graph per layer; seats_fx.compile(model, "
-                                     "options) traces it in one)", kind="partial decoder")
-                return self._unpruned(gm, example_inputs, reason)
+                return self._layer_piece(gm, example_inputs, piece, frame)
             if self.config.keeps_everything:
                 return self._lower(gm, example_inputs)
             return self._other_graph(gm, example_inputs, facts, frame)
@@ -357,6 +447,30 @@ class SeatsBackend:
         if log.isEnabledFor(logging.DEBUG):  # the compiled pieces and the selection glue between them
             log.debug("seats: rewritten decoder graph:\n%s", rewritten.code)
         return _DecoderRunner(self, rewritten, plan.adapter, depth, recorders, self._per_second(facts, plan.adapter))
+
+    def _layer_piece(self, gm: GraphModule, example_inputs: list, adapter, frame) -> Callable:
+        """A decoder layer Dynamo compiled from its own frame (the model's code broke the decoder there):
+        rewritten to run on the kept rows of its forward (passes.layer_piece, seats_fx.layerwise)."""
+        position = decoder_layer_position(frame)
+        try:
+            if position is None:
+                raise Unsupported(f"cannot tell which of the decoder's layers a {adapter.family} layer graph holds "
+                                  "(no attention module with a layer_idx and a config)", kind="layer graph")
+            if torch.is_grad_enabled():
+                return self._unpruned(gm, example_inputs, Unsupported(
+                    "traced with gradients enabled (training, or a forward outside torch.no_grad() / "
+                    "torch.inference_mode()): seats prunes inference only", kind="grad mode"), strict_raises=False)
+            index, depth = position
+            rewritten, plan = self.manager.layer_piece(_copy_graph_module(gm), adapter, depth)
+        except Unsupported as reason:
+            if reason.kind == "layer decode step":  # right over an unpruned cache, refused over a pruned one
+                return _UnprunedDecodeStep(self._lower(gm, example_inputs), str(reason))
+            return self._unpruned(gm, example_inputs, reason)
+        _ensure_recompile_headroom(max(MIN_RECOMPILE_LIMIT, GRAPHS_PER_LAYER_FRAME * depth))
+        hidden_at = [p.name for p in dynamo_meta.placeholders(gm)].index(plan.inputs_embeds.name)
+        self.decoder_compiles += index == 0
+        log.info("seats: rewrote the graph of decoder layer %d of %d (layers compiled one by one)", index, depth)
+        return _LayerPieceRunner(self, rewritten, adapter, index, depth, _LayerIdentity(gm), hidden_at)
 
     def _per_second(self, facts: ModelFacts | None, adapter) -> int:
         """Returns the TMRoPE positions per second the windows are cut on: given, else the model config's."""

@@ -127,7 +127,8 @@ class _Transfer:
         if tuple(positions.shape) != (3, batch, length):
             raise ValueError(f"seats: expected (3, {batch}, {length}) TMRoPE position ids for inputs_embeds "
                              f"{tuple(inputs_embeds.shape)}, got {tuple(positions.shape)}")
-        parts = [positions.reshape(-1)]
+        # Qwen3-Omni's positions are float (integral values): made integral, or cat would make every part float
+        parts = [positions.reshape(-1).long() if positions.is_floating_point() else positions.reshape(-1)]
         if attention_mask is not None:
             # the padding mask also covers cached tokens when a cache is continued: this call's are the last.
             # A float mask would turn the whole transfer into floats: made integral first
@@ -208,6 +209,7 @@ class SeatsCall:
         self.stats = SeatsStats()
         # (first layer index after, length before gather, validity of those tokens)
         self._boundary_lengths: list[tuple[int, int, torch.Tensor]] = []
+        self.layer_cache_width: int | None = None  # set when layers hand over their caches one by one, aligned
 
     # ---- start: layout from the tap, checked against this call's inputs ------------------------------
     # begin reads the device once (_Transfer): the ids, positions and padding mask, with what the checks need
@@ -215,8 +217,9 @@ class SeatsCall:
     # The layout, its sizes and every per-token table are computed on the host and uploaded in one copy, so
     # the layout launches no device work; errors and reasons are decided from the host values.
     def begin(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor | None,
-              cache: tuple[torch.Tensor, ...] = ()) -> None:
-        reason = self._why_not(inputs_embeds)
+              cache: tuple[torch.Tensor, ...] = (), why_not: str | None = None) -> None:
+        """why_not: a reason the caller already knows this call cannot be pruned (reported like any other)."""
+        reason = why_not or self._why_not(inputs_embeds)
         loud = reason is not None  # a tap that does not check out is never the user's choice
         if any(past.numel() for past in cache):
             if prefill_record() is not None:
@@ -477,13 +480,36 @@ class SeatsCall:
         valid = [mask for v, layers in entering for mask in [v > 0] * layers] if padded else None
         set_prefill_record(PrefillRecord(self.inputs_embeds.shape[1], lengths, valid, self.next_position)
                            if self.active else None)
+        if self.layer_cache_width is not None and prefill_record() is not None:
+            set_prefill_record(_aligned_record(prefill_record(), self.layer_cache_width, self.valid.device))
+        return self.full_length(hidden)
+
+    def full_length(self, hidden: torch.Tensor, positions: torch.Tensor | None = None,
+                    filler: torch.Tensor | None = None) -> torch.Tensor:
+        """Returns hidden (B, K, D) of the kept tokens at the prompt's length, rows of pruned tokens zero.
+        positions / filler: what hidden's rows are (default: what is kept now)."""
+        if positions is None:
+            positions, filler = self.positions, self.filler
         length = self.inputs_embeds.shape[1]
-        if hidden.shape[1] == length and self.filler is None:
+        if hidden.shape[1] == length and filler is None:
             return hidden
         # fillers go to a spare row past the end, which is then cut off
-        target = self.positions if self.filler is None else self.positions.masked_fill(self.filler, length)
+        target = positions if filler is None else positions.masked_fill(filler, length)
         full = hidden.new_zeros(hidden.shape[0], length + 1, hidden.shape[2])
         return full.scatter(1, target[:, :, None].expand(-1, -1, hidden.shape[2]), hidden)[:, :length]
+
+    def align_layer_cache(self, written: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Returns the keys/values one layer hands to the KV cache when the layers run as graphs of their own
+        (seats_fx.layerwise): as align_cache does for a whole decoder, but one layer at a time, before the
+        later layers' counts are known. Layer 0 caches the most tokens (stages only drop), so every layer
+        is filled up at the front to layer 0's width; finish records which entries are fillers."""
+        if not self.active or not (self.padded_prompt or decode_mask_shared_by_all_layers()):
+            return written
+        width = max(t.shape[-2] for t in written)
+        if self.layer_cache_width is None:
+            self.layer_cache_width = width
+        return tuple(t if t.shape[-2] == self.layer_cache_width
+                     else torch.nn.functional.pad(t, (0, 0, self.layer_cache_width - t.shape[-2], 0)) for t in written)
 
     def align_cache(self, written: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """Returns the keys/values the layers hand to the KV cache, all at one width when the decode steps
@@ -505,17 +531,7 @@ class SeatsCall:
         # the widest layers' entries stay as they are: no op for them
         aligned = tuple(t if t.shape[-2] == width else torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0))
                         for t in written)
-        missing = [width - n for n in record.layer_lengths]
-        device = self.valid.device
-        if record.layer_valid is None:
-            # every cached entry is a real token: a layer's valid entries are those after its fillers, one
-            # comparison for all layers
-            after_fillers = torch.arange(width, device=device) >= host_table(missing, device)[:, None]
-            valid = list(after_fillers[:, None].expand(-1, self.valid.shape[0], -1).unbind(0))
-        else:
-            valid = [v if m == 0 else torch.nn.functional.pad(v, (m, 0), value=False)
-                     for v, m in zip(record.valid_entries(device), missing)]
-        set_prefill_record(PrefillRecord(record.input_length, [width] * len(valid), valid, record.next_position))
+        set_prefill_record(_aligned_record(record, width, self.valid.device))
         return aligned
 
     def _layer_counts(self) -> list[dict[str, int]]:
@@ -529,6 +545,21 @@ class SeatsCall:
                 current = by_layer[layer]
             counts.append(dict(current))
         return counts
+
+
+def _aligned_record(record: PrefillRecord, width: int, device: torch.device) -> PrefillRecord:
+    """Returns the record of a cache whose layers were filled up at the front to `width` entries."""
+    missing = [width - n for n in record.layer_lengths]
+    if record.layer_valid is None:
+        # every cached entry is a real token: a layer's valid entries are those after its fillers, one
+        # comparison for all layers
+        batch = record.next_position.shape[0]
+        after_fillers = torch.arange(width, device=device) >= host_table(missing, device)[:, None]
+        valid = list(after_fillers[:, None].expand(-1, batch, -1).unbind(0))
+    else:
+        valid = [v if m == 0 else torch.nn.functional.pad(v, (m, 0), value=False)
+                 for v, m in zip(record.valid_entries(device), missing)]
+    return PrefillRecord(record.input_length, [width] * len(valid), valid, record.next_position)
 
 
 # ---- functions the rewritten graph calls (FX call_function targets) -----------------------------------

@@ -21,6 +21,7 @@ class ModalityTap:
     input_ids: torch.Tensor
     token_ids: dict[str, tuple[int, ...]]
     embed_weight: torch.Tensor | None = None
+    positions_per_second: int | None = None  # the model config's TMRoPE rate, when the recording graph knew it
 
 
 @dataclass
@@ -136,11 +137,12 @@ def take_encoder_taps() -> EncoderTaps:
     return taps
 
 
-def record_modality_tap(input_ids: torch.Tensor, token_ids: dict[str, tuple[int, ...]]) -> None:
+def record_modality_tap(input_ids: torch.Tensor, token_ids: dict[str, tuple[int, ...]],
+                        positions_per_second: int | None = None) -> None:
     """Stores the input_ids a placeholder-mask graph just saw (keeps an embedding weight seen before)."""
     previous: ModalityTap | None = getattr(_local, "tap", None)
     weight = previous.embed_weight if previous is not None and previous.input_ids is input_ids else None
-    _local.tap = ModalityTap(input_ids, token_ids, weight)
+    _local.tap = ModalityTap(input_ids, token_ids, weight, positions_per_second)
 
 
 def record_embedding(input_ids: torch.Tensor, weight: torch.Tensor) -> None:
@@ -150,9 +152,29 @@ def record_embedding(input_ids: torch.Tensor, weight: torch.Tensor) -> None:
     lookups (generate()'s decode steps) keep them: after generate(), last_stats() describes the prefill."""
     previous: ModalityTap | None = getattr(_local, "tap", None)
     token_ids = previous.token_ids if previous is not None else {}
-    _local.tap = ModalityTap(input_ids, token_ids, weight)
+    per_second = previous.positions_per_second if previous is not None else None
+    _local.tap = ModalityTap(input_ids, token_ids, weight, per_second)
     if input_ids.shape[-1] > 1:  # a decode step's one-token lookup keeps the prefill's stats
         _local.stats = None
+        _local.positions = None  # positions recorded for an earlier forward never serve this one
+
+
+def record_positions(positions: torch.Tensor) -> None:
+    """Stores the (3, B, L) TMRoPE position ids a graph of the text model's rotary embedding just read (the
+    decoder layers' own graphs do not see them)."""
+    _local.positions = positions
+
+
+def positions_pending() -> bool:
+    """True when position ids were recorded and not taken yet: a new forward has begun."""
+    return getattr(_local, "positions", None) is not None
+
+
+def take_positions() -> torch.Tensor | None:
+    """Returns and clears the position ids recorded in this forward."""
+    positions = getattr(_local, "positions", None)
+    _local.positions = None
+    return positions
 
 
 def take_modality_tap() -> ModalityTap | None:

@@ -151,6 +151,10 @@ COMPAT_SMOKE = (
     "tests/e2e/test_headline_usage.py::test_bare_torch_compile_makes_one_attention_call_per_encoder_layer",
     "tests/e2e/test_qwen3_omni.py::test_backend_matches_reference[clip-with-audio]",
     "tests/e2e/test_qwen3_omni.py::test_backend_with_the_towers_in_the_graph_matches_reference",
+    # how Dynamo splits Qwen3-Omni's decoder at the deepstack step (one graph per layer) and what the layer
+    # graphs take as inputs differ between releases; transformers 5.17 shares one decode mask by all layers
+    "tests/e2e/test_layer_graphs.py::test_headline_usage_prunes_qwen3_layer_graphs_like_the_reference_and_warns_nothing",
+    "tests/e2e/test_layer_graphs.py::test_model_compile_then_generate_prunes_qwen3_like_the_reference",
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from seats_fx.models.facts import ADAPTERS, ModelFacts, adapter_of_type, model_facts
+from seats_fx.models.facts import ADAPTERS, ModelFacts, adapter_of_type, decoder_layer_position, model_facts
 from seats_fx.models.qwen2_5_omni import Qwen2_5OmniAdapter
 from seats_fx.models.qwen3_omni_moe import Qwen3OmniMoeAdapter
 from seats_fx.models.thinker import EncodedPrompt, ThinkerAdapter
@@ -21,4 +21,4 @@ def adapter_for(model: nn.Module):
 
 
 __all__ = ["ADAPTERS", "EncodedPrompt", "ModelFacts", "ThinkerAdapter", "Qwen2_5OmniAdapter", "Qwen3OmniMoeAdapter",
-           "adapter_for", "adapter_of_type", "model_facts"]
+           "adapter_for", "adapter_of_type", "decoder_layer_position", "model_facts"]

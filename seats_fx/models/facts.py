@@ -57,3 +57,14 @@ def model_facts(module: nn.Module | None) -> ModelFacts | None:
     weight = getattr(output, "weight", None)
     return ModelFacts(adapter, token_ids, int(per_second) if per_second is not None else None, depth,
                       weakref.ref(weight) if weight is not None else (lambda: None))
+
+
+def decoder_layer_position(layer: nn.Module) -> tuple[int, int] | None:
+    """Returns (0-based index, decoder depth) of a decoder layer module: the `layer_idx` its attention keeps
+    for the KV cache and the layer count of that module's config; None when the layer holds no such module."""
+    for module in layer.modules():
+        index = getattr(module, "layer_idx", None)
+        depth = getattr(getattr(module, "config", None), "num_hidden_layers", None)
+        if isinstance(index, int) and isinstance(depth, int) and 0 <= index < depth:
+            return index, depth
+    return None

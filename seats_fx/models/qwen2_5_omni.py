@@ -41,7 +41,6 @@ class Qwen2_5OmniAdapter(ThinkerAdapter):
     # TMRoPE temporal positions per second (config.position_id_per_seconds of every released checkpoint)
     position_id_per_seconds = 25
     spatial_merge_unit = 4  # 2x2 patches per LLM video token (spatial_merge_size 2 in every release)
-    static_traces_supported = True  # the layers spell the length only in view/reshape/expand
 
     @staticmethod
     def audio_token_weights(frame_weights: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,6 @@ class Qwen3OmniMoeAdapter(ThinkerAdapter):
     # model's config (transformers' default); the backend reads config.position_id_per_seconds otherwise
     position_id_per_seconds = 25
     spatial_merge_unit = 4  # 2x2 patches per LLM video token
-    static_traces_supported = False  # see passes.locate: MoE sizes are length x top_k
 
     @staticmethod
     def audio_token_weights(frame_weights: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,5 @@
 """Qwen3-Omni MoE thinker: the eager reference, backend="seats" and generate() against it."""
 
-import logging
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -9,7 +7,7 @@ from hypothesis import strategies as st
 
 import seats_fx
 from seats_fx import SeatsBackend, last_stats
-from seats_fx.models import Qwen3OmniMoeAdapter, adapter_for
+from seats_fx.models import adapter_for
 from seats_fx.models.configs import token_ids_for_vocab
 from seats_fx.models.synthetic import (ClipSpec, batch_inputs, synthetic_audio_inputs, synthetic_clip_inputs,
                                        synthetic_image_inputs)
@@ -143,28 +141,20 @@ def test_retention_one_generate_is_the_model(tiny_qwen3):
     assert all(torch.equal(got, want) for got, want in zip(logits, plain_logits))
 
 
-@pytest.mark.slow
-def test_bare_compile_of_deepstack_is_left_unpruned_with_one_warning(tiny_qwen3, caplog):
-    # without seats_fx.compile's deepstack replacement, Dynamo compiles each decoder layer as its own graph
-    inputs = PROMPTS["video-only"](tiny_qwen3.config)
-    model = towers_run_eagerly(fresh_copy(tiny_qwen3))
-    compiled = torch.compile(model, backend=SeatsBackend(dict(OPTIONS, retention=0.2)), dynamic=True)
-    with caplog.at_level(logging.WARNING, logger="seats_fx"), torch.no_grad():
-        logits = compiled(**inputs).logits
-        expected = tiny_qwen3(**inputs).logits
-    warnings = [r.getMessage() for r in caplog.records if r.name == "seats_fx"]
-    assert len(warnings) == 1 and "compiled as a graph of its own" in warnings[0] and "seats_fx.compile" in warnings[0]
-    assert not last_stats().pruned
-    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
-
-
-def test_static_trace_of_the_moe_decoder_is_refused_with_the_fix(tiny_qwen3):
+def test_static_trace_of_the_moe_decoder_is_rewritten_like_the_reference(tiny_qwen3):
+    # a static trace spells the MoE routing's length x top_k as an int: each boundary re-spells it from the
+    # kept length (boundary._respell_length_multiples)
     model, _ = prepared(tiny_qwen3)
     inputs = PROMPTS["audio-only"](tiny_qwen3.config)
+    options = dict(OPTIONS, retention=0.2)
     with torch.no_grad():
-        torch.compile(model, backend=SeatsBackend(dict(OPTIONS, retention=0.2)), dynamic=False)(**inputs)
-    assert not last_stats().pruned and "dynamic=True" in last_stats().skipped
-    assert Qwen3OmniMoeAdapter.static_traces_supported is False
+        logits = torch.compile(model, backend=SeatsBackend(options), dynamic=False)(**inputs).logits
+    stats = last_stats()
+    assert stats.pruned, stats.skipped
+    reference = seats_forward(tiny_qwen3, inputs, options)
+    for got, expected in zip(stats.stage_positions, reference.stages):
+        assert torch.equal(got, expected.kept_positions), f"{expected.stage} after layer {expected.after_layer}"
+    torch.testing.assert_close(logits[:, reference.kept_positions[0]], reference.logits, atol=1e-5, rtol=0)
 
 
 BATCH_CLIPS = [ClipSpec(video_seconds=4, height=128, width=128, seed=1),
