@@ -24,11 +24,10 @@ def rewrite_layer_piece(gm: GraphModule, ctx: PassContext) -> GraphModule:
     after this layer, then full length) and the KV-cache hand-over (seats_layer_cache)."""
     plan = ctx.plan
     layer = plan.layers[0]
-    attention, output = layer.attention, layer.output
+    output = layer.output
     insert_boundary(gm, plan, 0, seats_layer_enter, (plan.mask,))
     with gm.graph.inserting_after(output):
-        full = gm.graph.call_function(seats_layer_exit, (call_node(gm), output, attention.args[0], attention.args[1],
-                                                         attention.kwargs.get("scale")))
+        full = gm.graph.call_function(seats_layer_exit, (call_node(gm), output, layer.query, layer.key, layer.scale))
         full.meta[GLUE] = True
     graph_output = next(n for n in gm.graph.nodes if n.op == "output")
     graph_output.replace_input_with(output, full)
