@@ -198,9 +198,9 @@ class _LayerIdentity:
 class _LayerPieceRunner:
     """Runs the rewritten graph of a decoder layer (compiled from the layer's own frame) with this forward's
     LayerStep (seats_fx.layerwise). A layer's index is its place in the forward: a forward starts at the first
-    layer graph after the rotary embedding recorded new positions (or after the last one ended), and each
-    layer graph after it is the next layer; where the graph runs for the module it was compiled from, that
-    module's own index must agree."""
+    layer graph after the rotary embedding recorded new positions (or after the last one ended, or at the
+    graph of layer 0 running for its own module), and each layer graph after it is the next layer; where the
+    graph runs for the module it was compiled from, that module's own index must agree."""
 
     def __init__(self, backend: "SeatsBackend", rewritten: GraphModule, adapter, index: int, depth: int,
                  identity: _LayerIdentity, hidden_at: int) -> None:
@@ -224,11 +224,13 @@ class _LayerPieceRunner:
 
     def __call__(self, *args):
         forward = current_forward()
-        if forward is None or positions_pending():
+        own_module = self.identity.same_module(args)
+        # a forward left unfinished (an error between layers) never continues into the next one's layer 0
+        if forward is None or positions_pending() or (own_module and self.index == 0):
             forward = self._start(args)
             start_forward(forward)
         index = forward.next_layer
-        if self.identity.same_module(args) and index != self.index:
+        if own_module and index != self.index:
             end_forward()
             raise RuntimeError(f"seats: decoder layer {self.index} ran through its compiled graph as layer {index} of "
                                "its forward: the layers before it ran outside the graphs seats rewrote (e.g. "

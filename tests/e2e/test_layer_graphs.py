@@ -213,3 +213,21 @@ def test_headline_usage_prunes_an_audio_only_qwen3_prompt_without_warnings(tiny_
         logits = headline_compiled(tiny_qwen3, OPTIONS)(**inputs).logits
     assert_like_the_reference(tiny_qwen3, inputs, OPTIONS, logits, last_stats())
     assert seats_warnings(caplog) == []
+
+
+@SHARED_COMPILES
+def test_a_forward_interrupted_between_layers_does_not_leak_into_the_next(tiny_qwen3):
+    from seats_fx.layerwise import LayerwiseForward, end_forward, start_forward
+
+    inputs = synthetic_clip_inputs(tiny_qwen3.config, CLIP)
+    compiled = headline_compiled(tiny_qwen3, OPTIONS)
+    # what an error in the model's eager code after layer 2's graph leaves behind: a forward expecting layer 3
+    start_forward(LayerwiseForward(call=None, positions=None, why_not=None, next_layer=3))
+    try:
+        with torch.no_grad():
+            logits = compiled(**inputs).logits
+    finally:
+        end_forward()
+    # the next forward starts afresh at its layer 0: its rotary embedding recorded new positions, and layer 0's
+    # graph runs for its own module (either rule alone restarts it; without both this raises)
+    assert_like_the_reference(tiny_qwen3, inputs, OPTIONS, logits, last_stats())
