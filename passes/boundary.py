@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch.fx import GraphModule, Node
 
 from seats_fx.call import seats_gather, seats_gather_mask
-import operator
-
 from seats_fx.passes.locate import SIZE_METHODS, _flat_args, find_upstream, is_size_node, length_multiples
 from seats_fx.passes.plan import GraphPlan
 
@@ -22,6 +22,16 @@ def call_node(gm: GraphModule) -> Node:
     first = next(iter(gm.graph.nodes))
     with gm.graph.inserting_before(first):
         return gm.graph.placeholder("seats_call")
+
+
+def route_outputs(gm: GraphModule, glue, values: list[Node]) -> None:
+    """Routes the graph outputs `values` through `glue(seats_call, *values)`, eager glue that returns one
+    value for each, in order."""
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    with gm.graph.inserting_before(output):
+        routed = _glue(gm.graph.call_function(glue, (call_node(gm), *values)))
+        for i, value in enumerate(values):
+            output.replace_input_with(value, _glue(gm.graph.call_function(operator.getitem, (routed, i))))
 
 
 def _glue(node: Node) -> Node:

@@ -10,12 +10,10 @@ layer's graph to the next in one SeatsCall (seats_fx.layerwise).
 
 from __future__ import annotations
 
-import operator
-
 from torch.fx import GraphModule
 
 from seats_fx.layerwise import seats_layer_cache, seats_layer_enter, seats_layer_exit
-from seats_fx.passes.boundary import GLUE, call_node, insert_boundary
+from seats_fx.passes.boundary import GLUE, call_node, insert_boundary, route_outputs
 from seats_fx.passes.plan import PassContext
 
 
@@ -32,12 +30,6 @@ def rewrite_layer_piece(gm: GraphModule, ctx: PassContext) -> GraphModule:
     graph_output = next(n for n in gm.graph.nodes if n.op == "output")
     graph_output.replace_input_with(output, full)
     if plan.cache_writes:
-        with gm.graph.inserting_before(graph_output):
-            handed = gm.graph.call_function(seats_layer_cache, (call_node(gm), *plan.cache_writes))
-            handed.meta[GLUE] = True
-            for i, written in enumerate(plan.cache_writes):
-                item = gm.graph.call_function(operator.getitem, (handed, i))
-                item.meta[GLUE] = True
-                graph_output.replace_input_with(written, item)
+        route_outputs(gm, seats_layer_cache, plan.cache_writes)
     plan.boundaries.append("layer piece")
     return gm

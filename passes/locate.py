@@ -433,20 +433,28 @@ def _padding_mask(mask: Node | None) -> Node | None:
 def _sequence_length(gm: GraphModule, adapter, layers: list[LayerNodes]) -> int | list[Node]:
     """Returns how the graph spells the sequence length inside layers: an int when traced static, else the
     SymInt placeholders carrying it."""
-    length = meta.example(layers[0].input).shape[1]
-    if isinstance(length, torch.SymInt) and str(length).isdigit():
-        length = int(length)  # a symbol Dynamo already specialised to a constant
-    if not isinstance(length, int):
-        # Dynamo may pass the same symbol more than once (one placeholder per source that sized it)
-        spelled = [p for p in meta.placeholders(gm) if isinstance(meta.example(p), torch.SymInt)
-                   and str(meta.example(p)) == str(length)]
-        if not spelled:
-            raise Unsupported(f"cannot find the SymInt input spelling the sequence length {length}")
-        return spelled
+    length = spelled_length(gm, meta.example(layers[0].input).shape[1])
+    if isinstance(length, list):
+        return length
     if length != 1:  # one new token over a KV cache is a decode step: nothing to select, nothing rewritten
         _check_literal_length(layers, length)
         check_length_multiples(layers, length)
     return length
+
+
+def spelled_length(gm: GraphModule, length) -> int | list[Node]:
+    """Returns a traced sequence length as the graph spells it: an int (static, or a symbol Dynamo already
+    specialised to a constant), else the SymInt placeholders carrying it."""
+    if isinstance(length, torch.SymInt) and str(length).isdigit():
+        length = int(length)
+    if isinstance(length, int):
+        return length
+    # Dynamo may pass the same symbol more than once (one placeholder per source that sized it)
+    spelled = [p for p in meta.placeholders(gm) if isinstance(meta.example(p), torch.SymInt)
+               and str(meta.example(p)) == str(length)]
+    if not spelled:
+        raise Unsupported(f"cannot find the SymInt input spelling the sequence length {length}")
+    return spelled
 
 
 def _final_hidden(gm: GraphModule, adapter, layers: list[LayerNodes]) -> Node:

@@ -13,7 +13,8 @@ import torch
 from torch.fx import GraphModule, Node
 
 from seats_fx.passes import dynamo_meta as meta
-from seats_fx.passes.locate import ContinuedPrompt, Unsupported, _check_literal_length, check_length_multiples
+from seats_fx.passes.locate import (ContinuedPrompt, Unsupported, _check_literal_length, check_length_multiples,
+                                    spelled_length)
 from seats_fx.passes.plan import GraphPlan, LayerNodes
 
 
@@ -83,14 +84,9 @@ def _cache_reads(data: list[Node], mask: Node | None) -> list[Node]:
 def _piece_length(gm: GraphModule, layer: LayerNodes, length) -> int | list[Node]:
     """Returns how the graph spells the sequence length: the SymInt placeholders carrying it, or the int of a
     static trace (checked: it appears in sizes only, as do its multiples by the layer's top-k)."""
-    if isinstance(length, torch.SymInt) and str(length).isdigit():
-        length = int(length)
-    if not isinstance(length, int):
-        spelled = [p for p in meta.placeholders(gm) if isinstance(meta.example(p), torch.SymInt)
-                   and str(meta.example(p)) == str(length)]
-        if not spelled:
-            raise Unsupported(f"cannot find the SymInt input spelling the sequence length {length}")
-        return spelled
+    length = spelled_length(gm, length)
+    if isinstance(length, list):
+        return length
     if length == 1:
         raise Unsupported("a decoder-layer graph over one token (a decode step split by layer) is not rewritten",
                           kind="layer decode step")

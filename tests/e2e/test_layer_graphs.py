@@ -14,7 +14,9 @@ from seats_fx.host_reads import counting_glue, total
 from seats_fx.layerwise import padding_from_mask
 from seats_fx.models.configs import token_ids_for_vocab
 from seats_fx.models.synthetic import ClipSpec, batch_inputs, synthetic_audio_inputs, synthetic_clip_inputs
-from seats_fx.reference import seats_forward, seats_generate
+from seats_fx.reference import seats_generate
+
+from test_headline_usage import assert_pruned_like_the_reference, seats_warnings
 
 from generate_helpers import (assert_step_logits_match, cache_lengths, expected_cache_lengths, fresh_copy,
                               generate_with_logits)
@@ -23,21 +25,14 @@ OPTIONS = dict(progressive_drop_layers=(3, 5), late_block_layer=7, retention=0.2
 CLIP = ClipSpec(video_seconds=4, height=128, width=128, seed=1)
 
 
-def seats_warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "seats_fx" and r.levelno >= logging.WARNING]
-
-
-def assert_like_the_reference(model, inputs, options, logits, stats, atol=1e-5):
-    reference = seats_forward(model, inputs, options)
-    assert stats is not None and stats.pruned, stats and stats.skipped
-    assert len(stats.stage_positions) == len(reference.stages)
-    for got, expected in zip(stats.stage_positions, reference.stages):
-        assert torch.equal(got, expected.kept_positions), f"{expected.stage} after layer {expected.after_layer}"
-    kept = reference.kept_positions[0]
-    torch.testing.assert_close(logits[:, kept], reference.logits, atol=atol, rtol=0)
+def assert_like_the_reference(model, inputs, options, logits, atol=1e-5):
+    """Returns last_stats() after checking what the whole-decoder path is held to (test_headline_usage), and
+    that rows of pruned tokens carry no logits, as in a whole decoder."""
+    stats = assert_pruned_like_the_reference(model, inputs, options, logits, atol)
     dropped = torch.ones(logits.shape[1], dtype=torch.bool)
-    dropped[kept] = False
-    assert bool((logits[0, dropped] == 0).all())  # rows of pruned tokens carry no logits, as in a whole decoder
+    dropped[stats.kept_positions[0]] = False
+    assert bool((logits[0, dropped] == 0).all())
+    return stats
 
 
 _compiled: dict = {}
@@ -68,8 +63,7 @@ def test_headline_usage_prunes_qwen3_layer_graphs_like_the_reference_and_warns_n
         # a whole decoder's does (begin's layout, finish's stage counts)
         with counting_glue() as per_glue:
             again = compiled(**inputs).logits
-    stats = last_stats()
-    assert_like_the_reference(tiny_qwen3, inputs, OPTIONS, logits, stats)
+    stats = assert_like_the_reference(tiny_qwen3, inputs, OPTIONS, logits)
     assert torch.equal(again, logits)
     assert stats.stage1_signal == ({"video": "encoder attention", "audio": "encoder attention"}
                                    if clip.audio_seconds != 0 else {"video": "encoder attention"})
@@ -89,7 +83,7 @@ def test_layer_graphs_compiled_for_one_copy_serve_another_like_the_reference(tin
     with torch.no_grad():
         headline_compiled(tiny_qwen3, OPTIONS)(**inputs)  # the first copy's layer graphs (compiled once)
         logits = other(**inputs).logits
-    assert_like_the_reference(tiny_qwen3, inputs, OPTIONS, logits, last_stats())
+    assert_like_the_reference(tiny_qwen3, inputs, OPTIONS, logits)
 
 
 @SHARED_COMPILES
@@ -104,7 +98,7 @@ def test_layer_graphs_keep_what_the_reference_keeps_over_lengths_and_ratios(tiny
     inputs = synthetic_clip_inputs(tiny_qwen3.config, clip)
     with torch.no_grad():
         logits = headline_compiled(tiny_qwen3, options)(**inputs).logits
-    assert_like_the_reference(tiny_qwen3, inputs, options, logits, last_stats())
+    assert_like_the_reference(tiny_qwen3, inputs, options, logits)
 
 
 @pytest.mark.slow
@@ -113,7 +107,7 @@ def test_layer_graphs_with_inductor_prune_like_the_reference(tiny_qwen3, caplog)
     inputs = synthetic_clip_inputs(tiny_qwen3.config, CLIP)
     with caplog.at_level(logging.WARNING, logger="seats_fx"), torch.no_grad():
         logits = headline_compiled(tiny_qwen3, options)(**inputs).logits
-    assert_like_the_reference(tiny_qwen3, inputs, options, logits, last_stats(), atol=1e-4)
+    assert_like_the_reference(tiny_qwen3, inputs, options, logits, atol=1e-4)
     assert seats_warnings(caplog) == []
 
 
@@ -211,7 +205,7 @@ def test_headline_usage_prunes_an_audio_only_qwen3_prompt_without_warnings(tiny_
     inputs = synthetic_audio_inputs(tiny_qwen3.config, 3.0)
     with caplog.at_level(logging.WARNING, logger="seats_fx"), torch.no_grad():
         logits = headline_compiled(tiny_qwen3, OPTIONS)(**inputs).logits
-    assert_like_the_reference(tiny_qwen3, inputs, OPTIONS, logits, last_stats())
+    assert_like_the_reference(tiny_qwen3, inputs, OPTIONS, logits)
     assert seats_warnings(caplog) == []
 
 
@@ -230,4 +224,4 @@ def test_a_forward_interrupted_between_layers_does_not_leak_into_the_next(tiny_q
         end_forward()
     # the next forward starts afresh at its layer 0: its rotary embedding recorded new positions, and layer 0's
     # graph runs for its own module (either rule alone restarts it; without both this raises)
-    assert_like_the_reference(tiny_qwen3, inputs, OPTIONS, logits, last_stats())
+    assert_like_the_reference(tiny_qwen3, inputs, OPTIONS, logits)
