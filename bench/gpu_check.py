@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import json
 import platform
+import shutil
 import sys
 import time
 from collections import Counter
@@ -95,9 +97,10 @@ def _glue_ranges():
         set_glue_observer(previous)
 
 
-def launches_and_syncs(run, device: torch.device) -> dict | None:
+def launches_and_syncs(run, device: torch.device, trace: Path | None = None) -> dict | None:
     """Returns kernel launches and host syncs of one call under torch.profiler (CUDA only), in all and inside
-    the seats glue."""
+    the seats glue. With `trace`, also writes that call's timeline there (gzipped Chrome trace) and a table
+    of its kernels by GPU time beside it (.txt), for reading where the time went."""
     if device.type != "cuda":
         return None
     from torch.profiler import ProfilerActivity, profile
@@ -106,6 +109,8 @@ def launches_and_syncs(run, device: torch.device) -> dict | None:
     with _glue_ranges(), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         run()
         synchronize(device)
+    if trace is not None:
+        _write_trace(prof, trace)
     events = prof.events()
     names = Counter(event.name for event in events)
 
@@ -121,6 +126,24 @@ def launches_and_syncs(run, device: torch.device) -> dict | None:
     # the final synchronize() above is ours, not the prefill's
     return {"launches": sum(names[n] for n in LAUNCH_EVENTS), "syncs": sum(names[n] for n in SYNC_EVENTS) - 1,
             "glue_launches": sum(glue[n] for n in LAUNCH_EVENTS), "glue_syncs": sum(glue[n] for n in SYNC_EVENTS)}
+
+
+def _write_trace(prof, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = path.with_suffix("")  # name.json.gz -> name.json
+    prof.export_chrome_trace(str(raw))
+    with open(raw, "rb") as source, gzip.open(path, "wb") as target:
+        shutil.copyfileobj(source, target)
+    raw.unlink()
+    table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=60, max_name_column_width=90)
+    path.with_name(path.name.replace(".json.gz", ".txt")).write_text(table)
+
+
+def trace_path(trace_dir: Path | None, variant: str) -> Path | None:
+    """Where a variant's profiled call is written under --trace-dir (a file name of letters, digits, '_')."""
+    if trace_dir is None:
+        return None
+    return trace_dir / ("".join(c if c.isalnum() else "_" for c in variant).strip("_") + ".json.gz")
 
 
 class GlueTimer:
@@ -257,7 +280,7 @@ def run_check(args) -> dict:
         logits = run()
         encoders, _ = median_seconds(_encoders(model, inputs), device, args.repeats)
         row = _variant_row(name, run, device, args.repeats, encoders, None, [counts["tokens"]] * depth, logits,
-                           reference_logits)
+                           reference_logits, args.trace_dir)
         if device.type == "cuda":
             row["decoder_span_s"] = decoder_span_seconds(model, run)
         return row
@@ -269,7 +292,8 @@ def run_check(args) -> dict:
         first = time.perf_counter() - first
         stats = last_stats()
         row = _variant_row(name, run, device, args.repeats, None, first,
-                           stats.layer_tokens if stats is not None else None, logits, reference_logits)
+                           stats.layer_tokens if stats is not None else None, logits, reference_logits,
+                           args.trace_dir)
         row["pruned"], row["skipped_reason"] = (stats.pruned, stats.skipped) if stats else (False, "no stats")
         row["kept_vs_reference"] = kept_against(stats.stage_positions if stats else [], reference.stages)
         # host wall time in the glue of the last timed run (the first call's includes one-time work: kernel
@@ -372,11 +396,13 @@ def _reference_split(model, inputs, options, device, repeats) -> tuple[float, fl
     return encode_s, decode_s
 
 
-def _variant_row(name, run, device, repeats, encoders_s, first_call_s, layer_tokens, logits, reference_logits):
+def _variant_row(name, run, device, repeats, encoders_s, first_call_s, layer_tokens, logits, reference_logits,
+                 trace_dir: Path | None = None):
     total_s, runs = median_seconds(run, device, repeats)
     return {"variant": name, "prefill_s": total_s, "runs_s": runs, "encoders_s": encoders_s,
             "llm_s": total_s - encoders_s if encoders_s is not None else None, "selection_s": None, "first_call_s": first_call_s,
-            "layer_tokens": layer_tokens, "device_counts": launches_and_syncs(run, device),
+            "layer_tokens": layer_tokens,
+            "device_counts": launches_and_syncs(run, device, trace_path(trace_dir, name)),
             "peak_mib": peak_memory_mib(run, device),
             "max_abs_logit_diff": float((logits - reference_logits).abs().max())}
 
@@ -471,6 +497,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=330.0, help="start no variant after this many seconds")
     parser.add_argument("--json", type=Path, default=Path("bench/results/gpu_check.json"))
+    parser.add_argument("--trace-dir", type=Path, default=None,
+                        help="write each variant's profiled call there: a gzipped Chrome trace and a kernel table")
     parser.add_argument("--variants", default="reference,eager,inductor,seats",
                         help=f"comma-separated subset of {','.join(VARIANTS)} (the reference always runs: its logits "
                              "are what the others are held to; it is timed only when listed). They run in the "
