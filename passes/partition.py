@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Hashable
 
 import torch
@@ -12,6 +13,13 @@ from torch.fx.passes.split_module import split_module
 
 from seats_fx.passes.boundary import GLUE
 from seats_fx.passes.plan import PassContext
+
+log = logging.getLogger("seats_fx")
+
+# torch 2.11's C++ code generation emits an indirect-indexing bounds check before the index it checks is
+# declared ("'tmp2' was not declared"), for the decoder's causal-mask arithmetic; without the check the
+# kernel compiles (the indices are in bounds by construction: positions of kept tokens)
+_CPP_INDEX_CHECK_BROKEN = torch.__version__.startswith("2.11.")
 
 
 class SeatsCacheKey(CustomGraphPass):
@@ -40,20 +48,39 @@ class PieceProgram:
         self.use_inductor = use_inductor
         self.cache_key = cache_key
         self.compiles = 0  # how many times this program was handed to torch.compile (0 or 1)
+        self.lowerings = 0  # graphs Dynamo traced from it and Inductor lowered (0 after a call: it ran eagerly)
         self._compiled = None
+
+    def _lower(self, gm: GraphModule, example_inputs: list):
+        from torch._inductor.compile_fx import compile_fx
+
+        self.lowerings += 1
+        patches = {"post_grad_custom_post_pass": SeatsCacheKey(self.cache_key)}
+        if _CPP_INDEX_CHECK_BROKEN and any(isinstance(x, torch.Tensor) and x.device.type == "cpu" for x in example_inputs):
+            patches["assert_indirect_indexing"] = False
+        return compile_fx(gm, example_inputs, config_patches=patches)
 
     def __call__(self, *args):
         if not self.use_inductor:
             return self.graph_module(*args)
-        if self._compiled is None:
+        first = self._compiled is None
+        if first:
             self.compiles += 1
-            self._compiled = torch.compile(self.graph_module, backend="inductor", dynamic=True,
-                                           options={"post_grad_custom_post_pass": SeatsCacheKey(self.cache_key)})
+            # Dynamo marks the code FX generates while Dynamo compiles as code never to trace (convert_frame's
+            # fx_forward_from_src_skip_result), and this piece was generated inside the seats backend: under
+            # torch 2.11 its torch.compile then ran it eagerly, silently. Code generated now, at run time, is
+            # not marked
+            self.graph_module.recompile()
+            self._compiled = torch.compile(self.graph_module, backend=self._lower, dynamic=True)
         # Dynamo lifted float module attributes (RMSNorm epsilon, attention scaling) to 0-d tensors the graph
         # reads with .item(); retracing a piece without this breaks its graph at each read (four graphs and
         # compiles per layer instead of one)
         with torch._dynamo.config.patch(capture_scalar_outputs=True):
-            return self._compiled(*args)
+            out = self._compiled(*args)
+        if first and self.lowerings == 0:
+            log.warning("seats: a decoder piece ran eagerly: Dynamo traced no graph from it, so Inductor did not "
+                        "lower it (torch %s); the outputs are right, the speed is not", torch.__version__)
+        return out
 
 
 class InductorPiece(nn.Module):
