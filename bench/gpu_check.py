@@ -1,6 +1,6 @@
 """Device check: a Qwen2.5-Omni-7B-shaped thinker with random bf16 weights on a 60 s clip with audio, up to
 six ways in one process: the eager SEATS reference, plain eager, plain Inductor, backend="seats" with
-Inductor (the bare torch.compile usage), plain eager with fast encoders (seats_fx.use_fast_encoders) and
+Inductor (the bare torch.compile usage), plain eager with fast encoders and the fast rope index (seats_fx.use_fast_encoders, use_fast_rope_index) and
 seats_fx.compile (fast encoders, Inductor).
 
 Prints a table and writes JSON: prefill total, encoders and LLM part, selection time, kernel launches and
@@ -49,6 +49,7 @@ from seats_fx import SeatsBackend, last_stats
 from seats_fx.call import set_glue_observer
 from seats_fx.host_reads import counting_glue, total
 from seats_fx.encoder_attention import use_fast_encoders
+from seats_fx.rope_index import use_fast_rope_index
 from seats_fx.models import adapter_for
 from seats_fx.models.configs import TinySpec, real_qwen2_5_omni_config, tiny_qwen2_5_omni_config
 from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
@@ -59,6 +60,7 @@ LAUNCH_EVENTS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "c
                  "cudaLaunchCooperativeKernel", "cudaGraphLaunch")
 SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
 GLUE_RANGE = "seats_glue"
+FAST_NAME = "plain eager + fast encoders + fast rope index"
 
 
 def _log(message: str, started: float) -> None:
@@ -296,6 +298,11 @@ def run_check(args) -> dict:
                            args.trace_dir)
         row["pruned"], row["skipped_reason"] = (stats.pruned, stats.skipped) if stats else (False, "no stats")
         row["kept_vs_reference"] = kept_against(stats.stage_positions if stats else [], reference.stages)
+        if fast_reference:  # the reference again, its towers as seats_fx.compile's (fast encoders): bf16 apart
+            row["kept_vs_fast_encoder_reference"] = kept_against(stats.stage_positions if stats else [],
+                                                                 fast_reference[0].stages)
+            row["max_abs_logit_diff_vs_fast_encoder_reference"] = float(
+                (logits - fast_reference[0].last_logits.float()).abs().max())
         # host wall time in the glue of the last timed run (the first call's includes one-time work: kernel
         # builds, the first dispatch of each op)
         timed = last_stats()
@@ -313,6 +320,7 @@ def run_check(args) -> dict:
                     "glue_reads_by_function": {n: c.reads for n, c in per_glue.items()}})
         return row
 
+    fast_reference: list = []
     with torch.inference_mode():
         # the eager reference: encode and decode timed apart; its logits are what the others are held to
         _log("eager SEATS reference ...", started)
@@ -352,8 +360,16 @@ def run_check(args) -> dict:
             return seats_row(seats_name, forward(seats))
 
         def eager_fast() -> dict:
+            # what seats_fx.compile does to a model besides pruning and compiling: the baseline of SEATS's own
+            # share (the rope index split alone took 108 ms of this prefill's GPU-idle time on an H200)
             use_fast_encoders(model)
-            return eager_row("plain eager + fast encoders", forward(model))
+            use_fast_rope_index(model)
+            row = eager_row(FAST_NAME, forward(model))
+            try:
+                fast_reference.append(seats_forward(model, inputs, options))
+            except Exception as error:  # the comparison it allows is extra; the check goes on without it
+                row["fast_encoder_reference_error"] = repr(error)[:500]
+            return row
 
         def seats_compile() -> dict:
             torch._dynamo.reset()
@@ -362,7 +378,7 @@ def run_check(args) -> dict:
 
         compile_name = f"seats_fx.compile{' + Inductor' if args.seats_inductor else ', graphs eager'}"
         runs = {"eager": ("plain eager", plain_eager), "inductor": ("plain Inductor", plain_inductor),
-                "seats": (seats_name, bare_seats), "fast": ("plain eager + fast encoders", eager_fast),
+                "seats": (seats_name, bare_seats), "fast": (FAST_NAME, eager_fast),
                 "compile": (compile_name, seats_compile)}
         for key in args.variants:
             if key == "reference":
@@ -422,7 +438,7 @@ def _targets(result: dict) -> dict:
     inductor = rows.get("plain Inductor")
     targets = {}
     compiled = rows.get("seats_fx.compile + Inductor") or rows.get("seats_fx.compile, graphs eager")
-    fast = rows.get("plain eager + fast encoders")
+    fast = rows.get(FAST_NAME) or rows.get("plain eager + fast encoders")  # the latter: JSON from before
     for name, row in (("seats", seats), ("seats_fx.compile", compiled)):
         if row and eager and row.get("decoder_span_s") and eager.get("decoder_span_s"):
             targets[f"decoder_speedup_vs_eager ({name})"] = eager["decoder_span_s"] / row["decoder_span_s"]
@@ -470,10 +486,12 @@ def print_report(result: dict) -> None:
               f"{cell(row['max_abs_logit_diff'], '11.4f')} {cell(row.get('first_call_s'), '9.1f')}")
         if row.get("layer_tokens") is not None:
             print(f"{'':<28} tokens per layer {row['layer_tokens']}")
-        if row.get("kept_vs_reference"):
-            print(f"{'':<28} positions kept only by it or only by the reference, per selection: "
-                  + ", ".join(f"{k['stage']}@{k.get('after_layer', '-')}: {k.get('differ', k.get('mismatch'))}"
-                              for k in row["kept_vs_reference"]))
+        for key, whose in (("kept_vs_reference", "the reference"),
+                           ("kept_vs_fast_encoder_reference", "the reference with fast encoders")):
+            if row.get(key):
+                print(f"{'':<28} positions kept only by it or only by {whose}, per selection: "
+                      + ", ".join(f"{k['stage']}@{k.get('after_layer', '-')}: {k.get('differ', k.get('mismatch'))}"
+                                  for k in row[key]))
         if "glue_host_reads" in row:
             print(f"{'':<28} pruned {row['pruned']} ({row['skipped_reason'] or 'ok'}); glue host reads "
                   f"{row['glue_host_reads']} (selection {row['selection_glue_host_reads']}), glue ops "

@@ -158,7 +158,9 @@ def _round_half_even(x):
     odd = (down - 2.0 * tl.floor(down * 0.5)) != 0.0
     return tl.where(rest > 0.5, down + 1.0, tl.where(rest < 0.5, down, tl.where(odd, down + 1.0, down)))
 
-@triton.jit
+# integer arguments equal to 1 would become compile-time constants (triton's specialization), and a
+# comparison of a constant is a Python bool, with no .to(): keep counts and the temperature's bits are 1 at times
+@triton.jit(do_not_specialize=["video_keep", "audio_keep", "total", "temperature_bits"])
 def budgets_kernel(sums, counts, out, windows, sum_row, sum_col, count_row, count_col, video_keep,
                    audio_keep, total, temperature_bits, BLOCK_W: tl.constexpr):
     # the temperature arrives as the int64 bits of a float64 (a Python float would become a float32)

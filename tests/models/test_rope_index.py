@@ -1,0 +1,98 @@
+"""The host-side TMRoPE chunk split (seats_fx.rope_index) against transformers' own loop: the same bounds on
+any input (hypothesis), transformers' loop where the closed form does not apply, and on a model the same
+logits with one host read per token fewer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
+from transformers.models.qwen2_5_omni import modeling_qwen2_5_omni as qwen2_5_omni
+
+from seats_fx.models.configs import TinySpec, tiny_qwen2_5_omni_config
+from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
+from seats_fx.rope_index import chunk_bounds, use_fast_rope_index
+
+TRANSFORMERS_SPLIT = qwen2_5_omni.Qwen2_5OmniPreTrainedModelForConditionalGeneration.get_chunked_index
+
+
+def transformers_bounds(values: torch.Tensor, chunk, remove) -> list[tuple[int, int]]:
+    return TRANSFORMERS_SPLIT(None, values, chunk, remove)  # self is not used
+
+
+@st.composite
+def sorted_positions(draw):
+    """Sorted integer positions as get_rope_index makes them (repeats, gaps of several chunks, values below
+    the removed index), a chunk size and the removed index (an int or a 0-d tensor, as transformers passes)."""
+    steps = draw(st.lists(st.integers(0, 60), min_size=0, max_size=80))
+    start = draw(st.integers(-40, 120))
+    values = torch.tensor(np.cumsum([start] + steps)[: len(steps) + draw(st.integers(0, 1))], dtype=torch.long)
+    chunk = draw(st.integers(1, 50))
+    remove = draw(st.integers(-20, 100))
+    return values, chunk, torch.tensor(remove) if draw(st.booleans()) else remove
+
+
+@settings(max_examples=300, deadline=None)
+@given(sorted_positions())
+def test_bounds_equal_transformers_loop(case):
+    values, chunk, remove = case
+    assert chunk_bounds(values, chunk, remove) == transformers_bounds(values, chunk, remove)
+
+
+@pytest.mark.parametrize("case", [
+    (torch.tensor([5, 3, 9]), 2, 0),  # not sorted
+    (torch.tensor([0.0, 2.5, 7.0]), 2, 0),  # not integer
+    (torch.tensor([0, 3, 9]), 0, 0),  # no chunk size
+    (torch.tensor([0, 3, 9]), 2.5, 0),  # a float chunk size
+], ids=["unsorted", "float-values", "zero-chunk", "float-chunk"])
+def test_outside_the_closed_form_it_defers_to_transformers(case):
+    values, chunk, remove = case
+    assert chunk_bounds(values, chunk, remove) is None
+
+
+class ScalarReads(TorchDispatchMode):
+    """Counts the reads of one tensor element on the host (.item(), bool(), int())."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
+            self.reads += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_model_gives_the_same_logits_with_a_read_per_token_fewer():
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = Qwen2_5OmniThinkerForConditionalGeneration(tiny_qwen2_5_omni_config(TinySpec(num_layers=2))).eval()
+    inputs = synthetic_clip_inputs(model.config, ClipSpec(video_seconds=6, seed=1))
+    ids = inputs["input_ids"][0]
+    video = int((ids == model.config.video_token_id).sum())
+    audio = int((ids == model.config.audio_token_id).sum())
+    assert video and audio and inputs.get("use_audio_in_video", True)
+
+    def run():
+        with torch.no_grad(), ScalarReads() as reads:
+            logits = model(**inputs).logits
+        return logits, reads.reads
+
+    expected, loop_reads = run()
+    use_fast_rope_index(model)
+    got, fast_reads = run()
+    assert torch.equal(got, expected)
+    # the loop read each video and audio position once; the split reads the removed index once per modality
+    assert loop_reads - fast_reads >= video + audio - 2
+    use_fast_rope_index(model, enabled=False)
+    _, back = run()
+    assert back == loop_reads
+
+
+def test_a_model_without_chunking_is_refused():
+    with pytest.raises(ValueError, match="TMRoPE chunking"):
+        use_fast_rope_index(torch.nn.Linear(2, 2))
