@@ -149,6 +149,7 @@ def test_inductor_compiles_each_shared_program_once(decoders, tmp_path, monkeypa
         split(*example_inputs)
     programs = {id(piece.program): piece.program for piece in _pieces(split)}
     assert [program.compiles for program in programs.values()] == [1] * len(programs)
+    assert [program.lowerings for program in programs.values()] == [1] * len(programs)  # none ran eagerly
     assert len(programs) < DEPTHS[0]
     # Inductor lowered one graph per program (a cache hit or a miss each), Dynamo traced no more
     lowered = counters["inductor"]["fxgraph_cache_miss"] + counters["inductor"]["fxgraph_cache_hit"]
