@@ -96,3 +96,13 @@ def test_a_model_gives_the_same_logits_with_a_read_per_token_fewer():
 def test_a_model_without_chunking_is_refused():
     with pytest.raises(ValueError, match="TMRoPE chunking"):
         use_fast_rope_index(torch.nn.Linear(2, 2))
+
+
+def test_seats_fx_compile_gives_qwen2_5_omni_the_split():
+    import seats_fx
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    model = Qwen2_5OmniThinkerForConditionalGeneration(tiny_qwen2_5_omni_config(TinySpec(num_layers=8))).eval()
+    seats_fx.compile(model, {"retention": 0.1})  # nothing is traced before the first call
+    holders = [m for m in model.modules() if hasattr(type(m), "get_chunked_index")]
+    assert holders and all("get_chunked_index" in m.__dict__ for m in holders)
