@@ -54,11 +54,12 @@ class PieceProgram:
     def _lower(self, gm: GraphModule, example_inputs: list):
         from torch._inductor.compile_fx import compile_fx
 
-        self.lowerings += 1
         patches = {"post_grad_custom_post_pass": SeatsCacheKey(self.cache_key)}
         if _CPP_INDEX_CHECK_BROKEN and any(isinstance(x, torch.Tensor) and x.device.type == "cpu" for x in example_inputs):
             patches["assert_indirect_indexing"] = False
-        return compile_fx(gm, example_inputs, config_patches=patches)
+        compiled = compile_fx(gm, example_inputs, config_patches=patches)
+        self.lowerings += 1  # counted once lowered: Dynamo may call a backend again after restarting its analysis
+        return compiled
 
     def __call__(self, *args):
         if not self.use_inductor:
