@@ -1,7 +1,7 @@
 """Device check: a Qwen2.5-Omni-7B-shaped thinker with random bf16 weights on a 60 s clip with audio, up to
 six ways in one process: the eager SEATS reference, plain eager, plain Inductor, backend="seats" with
-Inductor (the bare torch.compile usage), plain eager with fast encoders and the fast rope index (seats_fx.use_fast_encoders, use_fast_rope_index) and
-seats_fx.compile (fast encoders, Inductor).
+Inductor (the bare torch.compile usage), plain eager with fast encoders and the fast rope index
+(seats_fx.use_fast_encoders, use_fast_rope_index) and seats_fx.compile (fast encoders, Inductor).
 
 Prints a table and writes JSON: prefill total, encoders and LLM part, selection time, kernel launches and
 host syncs (torch.profiler), host reads and ops of the seats glue (seats_fx.host_reads), peak memory, tokens
@@ -215,6 +215,11 @@ def kept_against(stage_positions: list, reference_stages: list) -> list[dict]:
 
 def build(tiny: bool, layers: int, device: torch.device, dtype: torch.dtype):
     config = tiny_qwen2_5_omni_config(TinySpec(num_layers=layers)) if tiny else real_qwen2_5_omni_config("7B")
+    return random_thinker(config, device, dtype)
+
+
+def random_thinker(config, device: torch.device, dtype: torch.dtype):
+    """A thinker of `config` with seed-0 random weights, made in `dtype` on `device`, in eval mode."""
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # random init straight into bf16 on the device: no fp32 copy of 8B weights
@@ -226,8 +231,8 @@ def build(tiny: bool, layers: int, device: torch.device, dtype: torch.dtype):
     return model.eval()
 
 
-def clip_inputs(model, seconds: int, side: int, device: torch.device, dtype: torch.dtype) -> dict:
-    inputs = synthetic_clip_inputs(model.config, ClipSpec(video_seconds=seconds, height=side, width=side))
+def clip_inputs(model, seconds: int, side: int, device: torch.device, dtype: torch.dtype, seed: int = 0) -> dict:
+    inputs = synthetic_clip_inputs(model.config, ClipSpec(video_seconds=seconds, height=side, width=side, seed=seed))
     return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) if isinstance(v, torch.Tensor) else v
             for k, v in inputs.items()}
 
@@ -297,10 +302,10 @@ def run_check(args) -> dict:
                            stats.layer_tokens if stats is not None else None, logits, reference_logits,
                            args.trace_dir)
         row["pruned"], row["skipped_reason"] = (stats.pruned, stats.skipped) if stats else (False, "no stats")
-        row["kept_vs_reference"] = kept_against(stats.stage_positions if stats else [], reference.stages)
+        kept = stats.stage_positions if stats else []
+        row["kept_vs_reference"] = kept_against(kept, reference.stages)
         if fast_reference:  # the reference again, its towers as seats_fx.compile's (fast encoders): bf16 apart
-            row["kept_vs_fast_encoder_reference"] = kept_against(stats.stage_positions if stats else [],
-                                                                 fast_reference[0].stages)
+            row["kept_vs_fast_encoder_reference"] = kept_against(kept, fast_reference[0].stages)
             row["max_abs_logit_diff_vs_fast_encoder_reference"] = float(
                 (logits - fast_reference[0].last_logits.float()).abs().max())
         # host wall time in the glue of the last timed run (the first call's includes one-time work: kernel

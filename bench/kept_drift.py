@@ -16,10 +16,9 @@ import torch
 from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
 import seats_fx
-from bench.gpu_check import kept_against
+from bench.gpu_check import clip_inputs, kept_against, random_thinker
 from seats_fx import last_stats
 from seats_fx.models.configs import real_qwen2_5_omni_config
-from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
 from seats_fx.reference import seats_forward
 
 
@@ -31,13 +30,7 @@ def real_towers_small_decoder(dtype: torch.dtype) -> Qwen2_5OmniThinkerForCondit
     text.num_attention_heads, text.num_key_value_heads = 4, 2
     config.vision_config.out_hidden_size = text.hidden_size
     config.audio_config.output_dim = text.hidden_size
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        return Qwen2_5OmniThinkerForConditionalGeneration(config).eval()
-    finally:
-        torch.set_default_dtype(previous)
+    return random_thinker(config, torch.device("cpu"), dtype)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -48,8 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
     model = real_towers_small_decoder(dtype)
-    inputs = synthetic_clip_inputs(model.config, ClipSpec(video_seconds=args.seconds, height=224, width=224, seed=1))
-    inputs = {k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in inputs.items()}
+    inputs = clip_inputs(model, args.seconds, 224, torch.device("cpu"), dtype, seed=1)
     options = {"retention": 0.1, "inductor": args.inductor}
     started = time.perf_counter()
     with torch.inference_mode():
