@@ -205,6 +205,7 @@ class SeatsCall:
         self.tap = tap
         self.encoder_taps = encoder_taps
         self.token_weights: torch.Tensor | None = None
+        self._received: dict[int, torch.Tensor] = {}  # begin's stage-1 attention products, by record id
         self.active = False
         self.stats = SeatsStats()
         # (first layer index after, length before gather, validity of those tokens)
@@ -230,6 +231,9 @@ class SeatsCall:
         self.filler: torch.Tensor | None = None  # (B, K): entries that only fill a sample up to width K
         self.inputs_embeds = inputs_embeds
         host = _Transfer.of(self, inputs_embeds, positions, attention_mask, reason is None).read()
+        # the stage-1 weights' attention products need only the segment bounds just read: launched now, the
+        # device computes them while the host works out the layout below (the GPU idled through it before)
+        self._received = self._launch_received() if reason is None and self.plan.stage1 else {}
         modality = window = members = None
         if reason is None:
             members = np.stack([np.isin(host.input_ids, self.tap.token_ids.get(kind, ()))
@@ -253,6 +257,7 @@ class SeatsCall:
             self._stage1_weights(weight_index, {kind: int(n) for kind, n in
                                                       zip(_PLACEHOLDER_KINDS, members.sum((1, 2)))},
                                  host.mel_lengths)
+        self._received = {}  # the records' tensors are not held past begin
         if reason is not None:
             self.stats.skipped = reason
             log.info("seats: decoder call not pruned: %s", reason)
@@ -314,17 +319,33 @@ class SeatsCall:
                     "compiling) gives the full method", f"stage-1 signal {modality}")
         return torch.ones(count, dtype=torch.float32, device=self.tap.input_ids.device)
 
+    def _launch_received(self) -> dict[int, torch.Tensor]:
+        """Returns the attention received per token of every encoder record stage 1 may read (the audio
+        tower's, the last vision runs', as _device_bounded_records), by id of the record: device work that
+        needs no layout, queued before the layout is computed on the host."""
+        taps = self.encoder_taps
+        if taps is None:
+            return {}
+        vision = [(run.chunks, run.scale) for run in taps.vision_runs if run.chunks is not None][-len(_VISION_KINDS):]
+        audio = [(taps.audio_chunks, taps.audio_scale)] if taps.audio_chunks is not None else []
+        return {id(chunks): _received(chunks, scale) for chunks, scale in audio + vision}
+
+    def _received_by(self, chunks, scale: float | None) -> torch.Tensor:
+        """Returns _received(chunks, scale), launched by begin where it was (computed now otherwise)."""
+        received = self._received.get(id(chunks))
+        return received if received is not None else _received(chunks, scale)
+
     def _audio_weights(self, taps: EncoderTaps, mel_lengths: list[int] | None) -> "torch.Tensor | str":
         if taps.audio_chunks is None or mel_lengths is None:
             return "the audio tower's last attention was not seen in this forward"
-        frames = _received(taps.audio_chunks, taps.audio_scale)
+        frames = self._received_by(taps.audio_chunks, taps.audio_scale)
         return self.adapter.audio_token_weights(frames, mel_lengths)
 
     def _vision_weights(self, run) -> "torch.Tensor | str":
         if run is None:
             return ("the vision tower's last attention was not seen in this forward (generate() encodes images "
                     "and videos before the compiled prefill)")
-        patches = _received(run.chunks, run.scale)
+        patches = self._received_by(run.chunks, run.scale)
         if patches.numel() % self.adapter.spatial_merge_unit:
             return f"the vision tower gave {patches.numel()} patch weights"
         return self.adapter.vision_token_weights(patches, run.window_index)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from seats_fx.config import SeatsConfig
@@ -67,7 +68,14 @@ class StagePlan:
     def resolve(cls, config: SeatsConfig, depth: int, drop_fractions: tuple[float, ...],
                 late_fraction: float) -> "StagePlan":
         """Returns the plan; explicit layers in the config win over the family's depth-scaled defaults.
-        Raises ValueError for layers outside the decoder and for a retention the stages cannot reach."""
+        Raises ValueError for layers outside the decoder and for a retention the stages cannot reach.
+        Every prefill resolves its plan: the same inputs give the same (frozen) plan, computed once
+        (the schedule's bisection is milliseconds of host time, while the GPU waits)."""
+        return _resolve_once(cls, config, depth, tuple(drop_fractions), late_fraction)
+
+    @classmethod
+    def _resolve(cls, config: SeatsConfig, depth: int, drop_fractions: tuple[float, ...],
+                 late_fraction: float) -> "StagePlan":
         if config.keeps_everything:
             everything = ModalitySchedule(1.0, (), (1.0,) * depth)
             return cls(depth, (), None, everything, everything, stage1=False)
@@ -120,3 +128,9 @@ class StagePlan:
         """
         return (count_at_level(self.video.step_levels[step], video_count),
                 count_at_level(self.audio.step_levels[step], audio_count))
+
+
+@functools.lru_cache(maxsize=64)
+def _resolve_once(cls, config: SeatsConfig, depth: int, drop_fractions: tuple[float, ...],
+                  late_fraction: float) -> StagePlan:
+    return cls._resolve(config, depth, drop_fractions, late_fraction)

@@ -49,3 +49,14 @@ def test_a_stage1_too_small_for_an_early_late_block_names_the_scale_that_reaches
 def test_retentions_below_one_give_different_plans_up_to_the_maximum():
     means = [resolve(28, retention=r).video.mean_level for r in (0.5, 0.7, 0.8)]
     assert means == pytest.approx([0.5, 0.7, 0.8], abs=1e-6)
+
+
+def test_a_plan_is_resolved_once_per_config_and_depth():
+    """Every prefill resolves its plan (the schedule's bisection: host time while the GPU waits); equal inputs
+    give the one frozen plan, other inputs their own, and a refused config is refused every time."""
+    first, again = resolve(28, retention=0.1), resolve(28, retention=0.1)
+    assert first is again
+    assert resolve(28, retention=0.2) != first and resolve(36, retention=0.1).depth == 36
+    for _ in range(2):
+        with pytest.raises(ValueError, match="cannot be reached"):
+            resolve(8, retention=0.95)

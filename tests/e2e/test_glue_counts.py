@@ -148,6 +148,48 @@ def test_all_glue_of_a_prefill_reads_the_host_at_most_three_times_and_launches_a
     assert launches_and_uploads(total(clip_counts[8][0])) == launches_and_uploads(total(clip_counts[20][0]))
 
 
+def test_begin_queues_the_stage1_attention_products_before_it_computes_the_layout(thinker_eager_towers,
+                                                                                    monkeypatch):
+    """On a GPU the layout is host work; the encoder attention products behind the stage-1 weights need only
+    the segment bounds of the one transfer, so begin launches them first and the device computes them
+    while the host lays out the prompt (on an H200 the GPU idled about 8 ms of begin's 12)."""
+    import seats_fx.call as call_module
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Softmaxes(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket is torch.ops.aten._softmax:
+                Softmaxes.count += 1
+            return func(*args, **(kwargs or {}))
+
+    before_layout = []
+    layout = call_module.layout_on_host
+    begin = SeatsCall.begin
+
+    def counted_begin(self, *args, **kwargs):
+        with Softmaxes():
+            return begin(self, *args, **kwargs)
+
+    def layout_seen(*args, **kwargs):
+        before_layout.append(Softmaxes.count)
+        return layout(*args, **kwargs)
+
+    inputs = synthetic_clip_inputs(thinker_eager_towers.config, ClipSpec(video_seconds=8))
+    compiled = _compiled_model(thinker_eager_towers, OPTIONS)
+    with torch.no_grad():
+        compiled(**inputs)  # compiles
+        monkeypatch.setattr(SeatsCall, "begin", counted_begin)
+        monkeypatch.setattr(call_module, "layout_on_host", layout_seen)
+        Softmaxes.count = 0
+        compiled(**inputs)
+    assert last_stats().pruned and last_stats().stage1_signal == {"video": "encoder attention",
+                                                                  "audio": "encoder attention"}
+    # every softmax of begin (the products of the audio and vision records) came before the layout
+    assert before_layout == [Softmaxes.count] and Softmaxes.count >= 2
+
+
 # ---- begin's checks, decided from its one read -----------------------------------------------------------
 VIDEO_ID, AUDIO_ID, IMAGE_ID = 5, 6, 7
 
