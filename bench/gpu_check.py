@@ -1,7 +1,8 @@
 """Device check: a Qwen2.5-Omni-7B-shaped thinker with random bf16 weights on a 60 s clip with audio, up to
 six ways in one process: the eager SEATS reference, plain eager, plain Inductor, backend="seats" with
 Inductor (the bare torch.compile usage), plain eager with fast encoders and the fast rope index
-(seats_fx.use_fast_encoders, use_fast_rope_index) and seats_fx.compile (fast encoders, Inductor).
+(seats_fx.use_fast_encoders, use_fast_rope_index) and seats_fx.compile (fast encoders, Inductor), and
+seats_fx.compile with Inductor's C++ wrapper for the decoder pieces (compile-cpp, SeatsConfig.cpp_wrapper).
 
 Prints a table and writes JSON: prefill total, encoders and LLM part, selection time, kernel launches and
 host syncs (torch.profiler), host reads and ops of the seats glue (seats_fx.host_reads), peak memory, tokens
@@ -61,6 +62,7 @@ LAUNCH_EVENTS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "c
 SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
 GLUE_RANGE = "seats_glue"
 FAST_NAME = "plain eager + fast encoders + fast rope index"
+CPP_NAME = "seats_fx.compile + Inductor, C++ wrapper"
 
 
 def _log(message: str, started: float) -> None:
@@ -381,10 +383,15 @@ def run_check(args) -> dict:
             seats_fx.compile(model, seats_options)
             return seats_row(compile_name, forward(model))
 
+        def seats_compile_cpp() -> dict:
+            torch._dynamo.reset()
+            seats_fx.compile(model, dict(seats_options, cpp_wrapper=True))
+            return seats_row(CPP_NAME, forward(model))
+
         compile_name = f"seats_fx.compile{' + Inductor' if args.seats_inductor else ', graphs eager'}"
         runs = {"eager": ("plain eager", plain_eager), "inductor": ("plain Inductor", plain_inductor),
                 "seats": (seats_name, bare_seats), "fast": (FAST_NAME, eager_fast),
-                "compile": (compile_name, seats_compile)}
+                "compile": (compile_name, seats_compile), "compile-cpp": (CPP_NAME, seats_compile_cpp)}
         for key in args.variants:
             if key == "reference":
                 continue
@@ -444,15 +451,17 @@ def _targets(result: dict) -> dict:
     targets = {}
     compiled = rows.get("seats_fx.compile + Inductor") or rows.get("seats_fx.compile, graphs eager")
     fast = rows.get(FAST_NAME) or rows.get("plain eager + fast encoders")  # the latter: JSON from before
-    for name, row in (("seats", seats), ("seats_fx.compile", compiled)):
+    cpp = rows.get(CPP_NAME)
+    for name, row in (("seats", seats), ("seats_fx.compile", compiled), ("C++ wrapper", cpp)):
         if row and eager and row.get("decoder_span_s") and eager.get("decoder_span_s"):
             targets[f"decoder_speedup_vs_eager ({name})"] = eager["decoder_span_s"] / row["decoder_span_s"]
-    if compiled and eager:
-        targets["prefill_speedup_vs_eager (seats_fx.compile)"] = eager["prefill_s"] / compiled["prefill_s"]
-    if compiled and fast:
-        targets["prefill_speedup_vs_eager_fast (seats_fx.compile)"] = fast["prefill_s"] / compiled["prefill_s"]
-        if compiled.get("selection_gpu_s"):
-            targets["selection_share (seats_fx.compile)"] = compiled["selection_gpu_s"] / compiled["prefill_s"]
+    for name, row in (("seats_fx.compile", compiled), ("C++ wrapper", cpp)):
+        if row and eager:
+            targets[f"prefill_speedup_vs_eager ({name})"] = eager["prefill_s"] / row["prefill_s"]
+        if row and fast:
+            targets[f"prefill_speedup_vs_eager_fast ({name})"] = fast["prefill_s"] / row["prefill_s"]
+            if row.get("selection_gpu_s"):
+                targets[f"selection_share ({name})"] = row["selection_gpu_s"] / row["prefill_s"]
     if fast and eager:
         targets["encoders_fast_vs_per_chunk"] = eager["encoders_s"] / fast["encoders_s"]
     # the seats rows' LLM part is their decoder span: compared above with the eager rows' decoder span
@@ -505,8 +514,8 @@ def print_report(result: dict) -> None:
     print(f"targets: {json.dumps(result['targets'])}; wall {result['wall_s']:.0f} s")
 
 
-VARIANTS = ("reference", "eager", "inductor", "seats", "fast", "compile")
-IN_PLACE = ("fast", "compile")  # they change the model (its towers' attention, its forward): listed last
+VARIANTS = ("reference", "eager", "inductor", "seats", "fast", "compile", "compile-cpp")
+IN_PLACE = ("fast", "compile", "compile-cpp")  # they change the model (its towers' attention, its forward): listed last
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -525,7 +534,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--variants", default="reference,eager,inductor,seats",
                         help=f"comma-separated subset of {','.join(VARIANTS)} (the reference always runs: its logits "
                              "are what the others are held to; it is timed only when listed). They run in the "
-                             "order given, fast and compile last. Default: all but fast and compile")
+                             "order given, fast, compile and compile-cpp last. Default: all but those")
     parser.add_argument("--seats-inductor", action=argparse.BooleanOptionalAction, default=True,
                         help="lower the seats graphs with Inductor (--no-seats-inductor: the rewritten graphs run "
                              "eagerly, compared with plain eager; no cold compile)")

@@ -43,10 +43,12 @@ class PieceProgram:
     with dynamic shapes (kept-token counts change from call to call without recompiling); every piece that
     shares it runs it on its own inputs."""
 
-    def __init__(self, graph_module: GraphModule, use_inductor: bool, cache_key: str) -> None:
+    def __init__(self, graph_module: GraphModule, use_inductor: bool, cache_key: str, cpp_wrapper: bool = False
+                 ) -> None:
         self.graph_module = graph_module
         self.use_inductor = use_inductor
         self.cache_key = cache_key
+        self.cpp_wrapper = cpp_wrapper  # Inductor's C++ wrapper (SeatsConfig.cpp_wrapper)
         self.compiles = 0  # how many times this program was handed to torch.compile (0 or 1)
         self.lowerings = 0  # graphs Dynamo traced from it and Inductor lowered (0 after a call: it ran eagerly)
         self._compiled = None
@@ -55,6 +57,8 @@ class PieceProgram:
         from torch._inductor.compile_fx import compile_fx
 
         patches = {"post_grad_custom_post_pass": SeatsCacheKey(self.cache_key)}
+        if self.cpp_wrapper:  # an Inductor config patch: in Inductor's cache key like the pass above
+            patches["cpp_wrapper"] = True
         if _CPP_INDEX_CHECK_BROKEN and any(isinstance(x, torch.Tensor) and x.device.type == "cpu" for x in example_inputs):
             patches["assert_indirect_indexing"] = False
         compiled = compile_fx(gm, example_inputs, config_patches=patches)
@@ -194,7 +198,7 @@ def partition(gm: GraphModule, ctx: PassContext, per_layer: bool | None = None) 
         key = structure_key(child) if per_layer else None
         program = programs.get(key) if key is not None else None
         if program is None:
-            program = PieceProgram(child, use_inductor, cache_key)
+            program = PieceProgram(child, use_inductor, cache_key, ctx.config.cpp_wrapper)
             if key is not None:
                 programs[key] = program
         setattr(split, name, InductorPiece(child, program))

@@ -12,7 +12,8 @@ from seats_fx.ops.stage_select import STAGE1_SELECTORS, STAGE2_ALLOCATIONS
 
 
 # fields that change the rewritten graph (SeatsConfig.graph_key); every other field is read by the glue
-GRAPH_FIELDS = ("stage1", "stage2", "stage3", "progressive_drop_layers", "late_block_layer", "inductor")
+GRAPH_FIELDS = ("stage1", "stage2", "stage3", "progressive_drop_layers", "late_block_layer", "inductor",
+                "cpp_wrapper")
 
 
 def _fail(name: str, allowed: str, value: Any) -> None:
@@ -90,6 +91,11 @@ class SeatsConfig:
     strict: bool = False
     # lower the rewritten decoder's pieces with Inductor; False runs them eagerly (debugging)
     inductor: bool = True
+    # Inductor's C++ wrapper for the decoder pieces (its cpp_wrapper): each piece's kernels are launched from
+    # C++, not Python. A pruned decoder on a GPU is bound by the host (about 1 ms of host per layer call on
+    # an H200, most of it Python around the launches); each distinct piece costs one C++ compile more at the
+    # first call. Off by default until measured on a GPU (bench.gpu_check --variants compile,compile-cpp)
+    cpp_wrapper: bool = False
     # seats_fx.compile makes the vision and audio towers attend with one variable-length call per layer
     # (seats_fx.use_fast_encoders; the last layer records stage 1's q/k); False leaves the towers as they are
     fast_encoders: bool = True
@@ -125,7 +131,7 @@ class SeatsConfig:
         _check_choice("stage2_allocation", self.stage2_allocation, STAGE2_ALLOCATIONS)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             _fail("seed", "an int >= 0", self.seed)
-        for name in ("stage1", "stage2", "stage3", "strict", "inductor", "fast_encoders"):
+        for name in ("stage1", "stage2", "stage3", "strict", "inductor", "cpp_wrapper", "fast_encoders"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, "a bool", getattr(self, name))
 

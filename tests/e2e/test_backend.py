@@ -147,6 +147,16 @@ def test_kept_indices_and_logits_match_reference_with_inductor(thinker_eager_tow
     assert backend.decoder_compiles == 1, f"{backend.decoder_compiles} decoder compiles for one clip structure"
 
 
+@pytest.mark.slow
+def test_pieces_with_inductors_cpp_wrapper_match_reference(thinker_eager_towers):
+    """SeatsConfig.cpp_wrapper: the same pieces, launched from C++; kept indices and logits still the
+    reference's, over two clip lengths (dynamic shapes through the C++ wrapper)."""
+    options = dict(GRAPH_OPTIONS[0], retention=0.1, cpp_wrapper=True)
+    for seconds in (4, 9):
+        inputs = synthetic_clip_inputs(thinker_eager_towers.config, ClipSpec(video_seconds=seconds, seed=seconds))
+        assert_matches_reference(thinker_eager_towers, inputs, options)
+
+
 def test_inductor_matches_reference_and_recompiles_at_most_once_over_three_lengths(thinker_eager_towers):
     options = dict(GRAPH_OPTIONS[0], retention=0.1)
     for seconds in (4, 7, 10):

@@ -165,7 +165,7 @@ def test_per_segment_encoder_attention_runs_as_captured_and_the_other_graphs_are
     monkeypatch.setattr(backend, "_inductor", recording_inductor)
     piece_init = partition.PieceProgram.__init__  # decoder pieces run as captured: not what is tested here
     monkeypatch.setattr(partition.PieceProgram, "__init__",
-                        lambda self, module, use_inductor, key: piece_init(self, module, False, key))
+                        lambda self, module, use_inductor, key, *more: piece_init(self, module, False, key, *more))
     inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4, seed=1))
     options = dict(OPTIONS, inductor=True)
     logits = compile_and_run(tiny_thinker, inputs, options)

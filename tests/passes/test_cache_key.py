@@ -60,6 +60,7 @@ def test_an_identical_rebuild_has_the_same_key():
 
 @pytest.mark.parametrize("field, value", [("progressive_drop_layers", (2, 4)), ("late_block_layer", 6),
                                           ("stage1", False), ("stage2", False), ("stage3", False),
+                                          ("cpp_wrapper", True),  # not the graph: what Inductor makes of it
                                           ("retention", 1.0)])  # keep-everything: no stage runs at all
 def test_an_option_that_changes_the_rewritten_graph_changes_the_key(field, value):
     assert key(**BASE) != key(**dict(BASE, **{field: value}))

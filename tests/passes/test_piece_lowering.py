@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import torch
 
 from seats_fx.passes.partition import PieceProgram
 
 
-def _piece_backend(programs: list):
+def _piece_backend(programs: list, cpp_wrapper: bool = False):
     """A Dynamo backend that wraps the graph it gets in a PieceProgram, made there, while Dynamo compiles,
     as the seats backend makes its pieces."""
     def backend(gm, example_inputs):
         piece = torch.fx.GraphModule(gm, gm.graph)  # its code generated now, inside Dynamo's compile
-        program = PieceProgram(piece, use_inductor=True, cache_key="test-piece-lowering")
+        program = PieceProgram(piece, use_inductor=True, cache_key="test-piece-lowering", cpp_wrapper=cpp_wrapper)
         programs.append(program)
         return program
     return backend
@@ -34,6 +35,30 @@ def test_a_piece_made_while_dynamo_compiles_is_lowered_by_inductor(caplog):
     assert programs[0].lowerings >= 1, "the piece ran eagerly: Dynamo traced no graph from it"
     assert not [r for r in caplog.records if "ran eagerly" in r.getMessage()]
     torch.testing.assert_close(got, torch.nn.functional.silu(x) * y + 1)
+
+
+@pytest.mark.parametrize("cpp_wrapper", [False, True], ids=["python-wrapper", "cpp-wrapper"])
+def test_a_piece_is_lowered_with_the_wrapper_its_config_asks_for(cpp_wrapper, monkeypatch):
+    """SeatsConfig.cpp_wrapper: Inductor's C++ wrapper launches a piece's kernels (no Python per launch), with
+    dynamic shapes as the pieces have them; the outputs are the same."""
+    lowered = []
+    lower = PieceProgram._lower
+
+    def recorded(self, gm, example_inputs):
+        compiled = lower(self, gm, example_inputs)
+        lowered.append(compiled)
+        return compiled
+
+    monkeypatch.setattr(PieceProgram, "_lower", recorded)
+    programs: list[PieceProgram] = []
+    compiled = torch.compile(lambda x, y: (torch.nn.functional.silu(x) @ y + 1,),
+                             backend=_piece_backend(programs, cpp_wrapper), dynamic=True)
+    for rows in (6, 9):
+        x, y = torch.randn(rows, 8), torch.randn(8, 5)
+        (got,) = compiled(x, y)
+        torch.testing.assert_close(got, torch.nn.functional.silu(x) @ y + 1)
+    assert programs[0].lowerings >= 1 and lowered
+    assert all(("CppWrapperCodeCache" in piece.source_code) is cpp_wrapper for piece in lowered)
 
 
 def test_a_piece_dynamo_does_not_trace_says_so(caplog, monkeypatch):
