@@ -105,20 +105,20 @@ def test_seats_fx_compile_gives_qwen2_5_omni_the_split():
     model = Qwen2_5OmniThinkerForConditionalGeneration(tiny_qwen2_5_omni_config(TinySpec(num_layers=8))).eval()
     seats_fx.compile(model, {"retention": 0.1})  # nothing is traced before the first call
     holders = [m for m in model.modules() if hasattr(type(m), "get_chunked_index")]
-    assert holders and all("get_chunked_index" in m.__dict__ for m in holders)
+    assert holders and all("get_chunked_index" in m.__dict__ and "get_rope_index" in m.__dict__ for m in holders)
 
 
 @pytest.mark.parametrize("fast", [False, True], ids=["transformers", "fast"])
 def test_get_rope_index_runs_outside_dynamo_with_the_fast_split(fast, monkeypatch):
     """Its tensors live on the host; traced, Inductor made them a CPU graph (13 ms on an H200's host). With
-    the fast split it runs eagerly inside a compiled forward, and the logits stay those of the model."""
+    the fast split a compiled caller runs it eagerly (a graph break at the call), positions unchanged."""
     from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
-    torch.manual_seed(0)
-    model = Qwen2_5OmniThinkerForConditionalGeneration(tiny_qwen2_5_omni_config(TinySpec(num_layers=2))).eval()
+    model = Qwen2_5OmniThinkerForConditionalGeneration(tiny_qwen2_5_omni_config(TinySpec(num_layers=1))).eval()
     inputs = synthetic_clip_inputs(model.config, ClipSpec(video_seconds=4, seed=2))
-    with torch.no_grad():
-        expected = model(**inputs).logits
+    args = (inputs["input_ids"], None, inputs["video_grid_thw"], inputs["attention_mask"], True,
+            inputs["feature_attention_mask"].sum(-1), inputs.get("video_second_per_grid"))
+    expected = model.get_rope_index(*args)
     traced = []
     owner = qwen2_5_omni.Qwen2_5OmniPreTrainedModelForConditionalGeneration  # the thinker's and its base model's
     original = owner.get_rope_index
@@ -131,10 +131,7 @@ def test_get_rope_index_runs_outside_dynamo_with_the_fast_split(fast, monkeypatc
     if fast:
         use_fast_rope_index(model)
     torch._dynamo.reset()
-    compiled = torch.compile(model, backend="eager", dynamic=True)
-    with torch.no_grad():
-        got = compiled(**inputs).logits
+    got = torch.compile(lambda: model.get_rope_index(*args), backend="eager")()
     torch._dynamo.reset()
-    assert traced
-    assert any(traced) is not fast
-    torch.testing.assert_close(got, expected)
+    assert traced and any(traced) is not fast
+    assert all(torch.equal(g, e) for g, e in zip(got, expected))
