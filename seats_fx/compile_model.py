@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+import logging
+
 import torch
 from torch import nn
 
 from seats_fx.backend import SeatsBackend
 from seats_fx.config import SeatsConfig
 from seats_fx.encoder_attention import use_fast_encoders, uses_fast_encoders
+from seats_fx.float_constants import with_float_constants
 from seats_fx.models import adapter_for, model_facts
 from seats_fx.rope_index import use_fast_rope_index
+
+log = logging.getLogger("seats_fx")
 
 # generate() runs these on the thinker's base model before the prefill, outside the compiled forward()
 # (transformers' mm_encoder_outputs); stage 1 needs their last attention, so they are compiled too
@@ -58,10 +63,22 @@ def compile_with_backend(model: nn.Module, backend: Callable, config: SeatsConfi
         # transformers' get_rope_index reads every video and audio position on the host, one at a time (190 ms
         # of a 320 ms pruned prefill on an H200, the GPU idle); the same split from a few numpy operations
         use_fast_rope_index(model)
-    thinker.compile(backend=backend, **compile_kwargs)
+    _compile_thinker(thinker, backend, compile_kwargs)
     base = adapter.multimodal
     for name in EAGER_ENCODER_METHODS:
         method = getattr(base, name, None)
         if method is not None:
-            setattr(base, name, torch.compile(method, backend=backend, **compile_kwargs))
+            setattr(base, name, with_float_constants(torch.compile(method, backend=backend, **compile_kwargs)))
     return model
+
+
+def _compile_thinker(thinker: nn.Module, backend: Callable, compile_kwargs: dict) -> None:
+    """nn.Module.compile, with its compiled call traced with float attributes as constants (float_constants).
+    nn.Module.compile keeps the compiled call in _compiled_call_impl; a torch without it is compiled as is."""
+    thinker.compile(backend=backend, **compile_kwargs)
+    compiled = getattr(thinker, "_compiled_call_impl", None)
+    if compiled is None:
+        log.info("seats: nn.Module.compile kept no _compiled_call_impl in torch %s: float attributes stay "
+                 "graph inputs", torch.__version__)
+        return
+    thinker._compiled_call_impl = with_float_constants(compiled)
