@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -173,12 +173,19 @@ class _Transfer:
         return _HostPrompt(positions, valid, ids, differs.reshape(batch, length), mel)
 
 
+def _stage1_records(taps: EncoderTaps) -> list[tuple[Any, float | None]]:
+    """Returns (chunks, scale) of the encoder records stage 1 may read: the audio tower's, and the last vision
+    runs', one per vision placeholder kind at most (SeatsCall._stage1_weights takes the last runs, one per
+    kind present)."""
+    vision = [(run.chunks, run.scale) for run in taps.vision_runs if run.chunks is not None][-len(_VISION_KINDS):]
+    audio = [(taps.audio_chunks, taps.audio_scale)] if taps.audio_chunks is not None else []
+    return audio + vision
+
+
 def _device_bounded_records(taps: EncoderTaps) -> tuple[SegmentChunks, ...]:
-    """Returns the encoder records stage 1 may read whose segment bounds are on the device (the fast
-    encoders' SegmentChunks): the audio tower's, and the last vision runs', one per vision placeholder kind
-    at most (SeatsCall._stage1_weights takes the last runs, one per kind present)."""
-    vision = [run.chunks for run in taps.vision_runs if run.chunks is not None][-len(_VISION_KINDS):]
-    return tuple(chunks for chunks in [taps.audio_chunks, *vision] if isinstance(chunks, SegmentChunks))
+    """Returns the records of _stage1_records whose segment bounds are on the device (the fast encoders'
+    SegmentChunks)."""
+    return tuple(chunks for chunks, _ in _stage1_records(taps) if isinstance(chunks, SegmentChunks))
 
 
 def _weight_index(members: np.ndarray) -> np.ndarray:
@@ -320,15 +327,12 @@ class SeatsCall:
         return torch.ones(count, dtype=torch.float32, device=self.tap.input_ids.device)
 
     def _launch_received(self) -> dict[int, torch.Tensor]:
-        """Returns the attention received per token of every encoder record stage 1 may read (the audio
-        tower's, the last vision runs', as _device_bounded_records), by id of the record: device work that
-        needs no layout, queued before the layout is computed on the host."""
-        taps = self.encoder_taps
-        if taps is None:
+        """Returns the attention received per token of every encoder record stage 1 may read
+        (_stage1_records), by id of the record: device work that needs no layout, queued before the layout
+        is computed on the host."""
+        if self.encoder_taps is None:
             return {}
-        vision = [(run.chunks, run.scale) for run in taps.vision_runs if run.chunks is not None][-len(_VISION_KINDS):]
-        audio = [(taps.audio_chunks, taps.audio_scale)] if taps.audio_chunks is not None else []
-        return {id(chunks): _received(chunks, scale) for chunks, scale in audio + vision}
+        return {id(chunks): _received(chunks, scale) for chunks, scale in _stage1_records(self.encoder_taps)}
 
     def _received_by(self, chunks, scale: float | None) -> torch.Tensor:
         """Returns _received(chunks, scale), launched by begin where it was (computed now otherwise)."""

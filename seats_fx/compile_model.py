@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
-
 import logging
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn

@@ -28,5 +28,4 @@ def with_float_constants(compiled: Callable) -> Callable:
     def run(*args, **kwargs):
         with torch._dynamo.config.patch(specialize_float=True):
             return compiled(*args, **kwargs)
-    run.seats_float_constants = True
     return run
