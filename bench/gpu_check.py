@@ -2,7 +2,9 @@
 six ways in one process: the eager SEATS reference, plain eager, plain Inductor, backend="seats" with
 Inductor (the bare torch.compile usage), plain eager with fast encoders and the fast rope index
 (seats_fx.use_fast_encoders, use_fast_rope_index) and seats_fx.compile (fast encoders, Inductor), and
-seats_fx.compile with Inductor's C++ wrapper for the decoder pieces (compile-cpp, SeatsConfig.cpp_wrapper).
+seats_fx.compile with Inductor's C++ wrapper for the decoder pieces (compile-cpp, SeatsConfig.cpp_wrapper),
+and seats_fx.compile with the decoder pieces replayed as CUDA graphs (compile-graphs, SeatsConfig.cuda_graphs:
+two untimed calls before the timed ones, the second records the graphs).
 
 Prints a table and writes JSON: prefill total, encoders and LLM part, selection time, kernel launches and
 host syncs (torch.profiler), host reads and ops of the seats glue (seats_fx.host_reads), peak memory, tokens
@@ -54,6 +56,7 @@ from seats_fx.rope_index import use_fast_rope_index
 from seats_fx.models import adapter_for
 from seats_fx.models.configs import TinySpec, real_qwen2_5_omni_config, tiny_qwen2_5_omni_config
 from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
+from seats_fx.passes.piece_graphs import COUNTS as PIECE_GRAPH_COUNTS
 from seats_fx.reference import seats_forward
 
 # CUDA runtime / driver calls that launch work, and those that block the host until the GPU catches up
@@ -63,6 +66,7 @@ SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynch
 GLUE_RANGE = "seats_glue"
 FAST_NAME = "plain eager + fast encoders + fast rope index"
 CPP_NAME = "seats_fx.compile + Inductor, C++ wrapper"
+GRAPHS_NAME = "seats_fx.compile + Inductor, CUDA graphs"
 
 
 def _log(message: str, started: float) -> None:
@@ -294,11 +298,15 @@ def run_check(args) -> dict:
             row["decoder_span_s"] = decoder_span_seconds(model, run)
         return row
 
-    def seats_row(name: str, run) -> dict:
+    def seats_row(name: str, run, untimed_calls: int = 0) -> dict:
+        """untimed_calls: calls after the first before timing (a CUDA graph is recorded on a piece's second
+        call of one input shape)."""
         first = time.perf_counter()
         logits = run()
         synchronize(device)
         first = time.perf_counter() - first
+        for _ in range(untimed_calls):
+            run()
         stats = last_stats()
         row = _variant_row(name, run, device, args.repeats, None, first,
                            stats.layer_tokens if stats is not None else None, logits, reference_logits,
@@ -317,8 +325,12 @@ def run_check(args) -> dict:
         if device.type == "cuda":
             row.update(GlueTimer().measure(run))
             row["llm_s"] = row["decoder_span_s"]
+        graphs_before = PIECE_GRAPH_COUNTS.copy()
         with counting_glue() as per_glue:
             run()
+        # how the decoder pieces ran in that call: replayed CUDA graphs, recorded, ran as they are, refused
+        row["piece_graphs"] = {key: PIECE_GRAPH_COUNTS[key] - graphs_before[key] for key in PIECE_GRAPH_COUNTS
+                               if PIECE_GRAPH_COUNTS[key] != graphs_before[key]}
         everything = total(per_glue)
         selection = total({n: c for n, c in per_glue.items() if n != "seats_begin"})
         row.update({"glue_host_reads": everything.reads, "glue_ops": everything.launches,
@@ -388,10 +400,16 @@ def run_check(args) -> dict:
             seats_fx.compile(model, dict(seats_options, cpp_wrapper=True))
             return seats_row(CPP_NAME, forward(model))
 
+        def seats_compile_graphs() -> dict:
+            torch._dynamo.reset()
+            seats_fx.compile(model, dict(seats_options, cuda_graphs=True))
+            return seats_row(GRAPHS_NAME, forward(model), untimed_calls=1)
+
         compile_name = f"seats_fx.compile{' + Inductor' if args.seats_inductor else ', graphs eager'}"
         runs = {"eager": ("plain eager", plain_eager), "inductor": ("plain Inductor", plain_inductor),
                 "seats": (seats_name, bare_seats), "fast": (FAST_NAME, eager_fast),
-                "compile": (compile_name, seats_compile), "compile-cpp": (CPP_NAME, seats_compile_cpp)}
+                "compile": (compile_name, seats_compile), "compile-cpp": (CPP_NAME, seats_compile_cpp),
+                "compile-graphs": (GRAPHS_NAME, seats_compile_graphs)}
         for key in args.variants:
             if key == "reference":
                 continue
@@ -452,10 +470,12 @@ def _targets(result: dict) -> dict:
     compiled = rows.get("seats_fx.compile + Inductor") or rows.get("seats_fx.compile, graphs eager")
     fast = rows.get(FAST_NAME) or rows.get("plain eager + fast encoders")  # the latter: JSON from before
     cpp = rows.get(CPP_NAME)
-    for name, row in (("seats", seats), ("seats_fx.compile", compiled), ("C++ wrapper", cpp)):
+    graphs = rows.get(GRAPHS_NAME)
+    for name, row in (("seats", seats), ("seats_fx.compile", compiled), ("C++ wrapper", cpp),
+                      ("CUDA graphs", graphs)):
         if row and eager and row.get("decoder_span_s") and eager.get("decoder_span_s"):
             targets[f"decoder_speedup_vs_eager ({name})"] = eager["decoder_span_s"] / row["decoder_span_s"]
-    for name, row in (("seats_fx.compile", compiled), ("C++ wrapper", cpp)):
+    for name, row in (("seats_fx.compile", compiled), ("C++ wrapper", cpp), ("CUDA graphs", graphs)):
         if row and eager:
             targets[f"prefill_speedup_vs_eager ({name})"] = eager["prefill_s"] / row["prefill_s"]
         if row and fast:
@@ -511,11 +531,13 @@ def print_report(result: dict) -> None:
                   f"{row['glue_host_reads']} (selection {row['selection_glue_host_reads']}), glue ops "
                   f"{row['glue_ops']} (selection {row['selection_glue_ops']}); glue launches "
                   f"{dev.get('glue_launches', '-')}, glue syncs {dev.get('glue_syncs', '-')}")
+        if row.get("piece_graphs"):
+            print(f"{'':<28} decoder pieces in one call: {json.dumps(row['piece_graphs'])}")
     print(f"targets: {json.dumps(result['targets'])}; wall {result['wall_s']:.0f} s")
 
 
-VARIANTS = ("reference", "eager", "inductor", "seats", "fast", "compile", "compile-cpp")
-IN_PLACE = ("fast", "compile", "compile-cpp")  # they change the model (its towers' attention, its forward): listed last
+VARIANTS = ("reference", "eager", "inductor", "seats", "fast", "compile", "compile-cpp", "compile-graphs")
+IN_PLACE = ("fast", "compile", "compile-cpp", "compile-graphs")  # they change the model (its towers' attention, its forward): listed last
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -534,7 +556,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--variants", default="reference,eager,inductor,seats",
                         help=f"comma-separated subset of {','.join(VARIANTS)} (the reference always runs: its logits "
                              "are what the others are held to; it is timed only when listed). They run in the "
-                             "order given, fast, compile and compile-cpp last. Default: all but those")
+                             "order given, fast, compile, compile-cpp and compile-graphs last. Default: all but those")
     parser.add_argument("--seats-inductor", action=argparse.BooleanOptionalAction, default=True,
                         help="lower the seats graphs with Inductor (--no-seats-inductor: the rewritten graphs run "
                              "eagerly, compared with plain eager; no cold compile)")

@@ -34,6 +34,7 @@ from seats_fx.passes.kept_row_logits import route_lm_head
 from seats_fx.passes.layer_piece import rewrite_layer_piece
 from seats_fx.passes.locate_piece import locate_layer_piece
 from seats_fx.passes.partition import partition
+from seats_fx.passes.piece_graphs import DecoderGraphs
 from seats_fx.passes.plan import GraphPlan, PassContext
 from seats_fx.passes.prune_blocks import prune_blocks
 from seats_fx.passes.select_before_llm import insert_begin, select_before_llm
@@ -74,9 +75,12 @@ class SeatsPassManager:
     def __init__(self, config: SeatsConfig) -> None:
         self.config = config
         self._uuid: str | None = None
+        # one memory pool for the CUDA graphs of every graph this backend partitions (passes.piece_graphs)
+        self.piece_graphs = DecoderGraphs() if config.cuda_graphs else None
 
     def _run(self, gm: GraphModule, passes, ctx: PassContext) -> GraphModule:
         ctx.cache_key = self.uuid()
+        ctx.piece_graphs = self.piece_graphs
         for rewrite in passes:
             gm = rewrite(gm, ctx)
         return gm

@@ -11,7 +11,9 @@ from torch._inductor.custom_graph_pass import CustomGraphPass
 from torch.fx import GraphModule, Node
 from torch.fx.passes.split_module import split_module
 
+from seats_fx.passes import dynamo_meta
 from seats_fx.passes.boundary import GLUE
+from seats_fx.passes.piece_graphs import PieceGraphs
 from seats_fx.passes.plan import PassContext
 
 log = logging.getLogger("seats_fx")
@@ -90,15 +92,19 @@ class PieceProgram:
 
 class InductorPiece(nn.Module):
     """A piece of the decoder between two stage boundaries (or one layer of it); runs its PieceProgram,
-    which it may share with pieces of the same structure."""
+    which it may share with pieces of the same structure, or replays the CUDA graphs it recorded of it
+    (SeatsConfig.cuda_graphs: passes.piece_graphs)."""
 
-    def __init__(self, piece: GraphModule, program: PieceProgram) -> None:
+    def __init__(self, piece: GraphModule, program: PieceProgram, graphs: PieceGraphs | None = None) -> None:
         super().__init__()
         self.piece = piece
         self.program = program
+        self.graphs = graphs
 
     def forward(self, *args):
-        return self.program(*args)
+        if self.graphs is None:
+            return self.program(*args)
+        return self.graphs(self.program, args)
 
 
 class _Unshareable(Exception):
@@ -176,6 +182,13 @@ def _part_of_nodes(gm: GraphModule, layer_of: dict[Node, int]) -> tuple[dict[str
     return part_of, glue_parts
 
 
+def _module_state_positions(args, state_targets: set) -> frozenset[int]:
+    """Returns the positions of a piece's arguments that are placeholders of module state (weights, buffers,
+    module attributes: Dynamo's sources say so), which a CUDA graph of the piece reads in place."""
+    return frozenset(position for position, arg in enumerate(args)
+                     if isinstance(arg, Node) and arg.op == "placeholder" and arg.target in state_targets)
+
+
 def partition(gm: GraphModule, ctx: PassContext, per_layer: bool | None = None) -> GraphModule:
     """Returns a GraphModule whose submodules alternate Inductor pieces (lowered when ctx.config.inductor,
     their cache entries keyed by ctx.cache_key) and glue (selection + gathers), which runs eagerly.
@@ -188,8 +201,15 @@ def partition(gm: GraphModule, ctx: PassContext, per_layer: bool | None = None) 
     use_inductor, cache_key = ctx.config.inductor, ctx.cache_key
     if per_layer is None:
         per_layer = use_inductor
-    part_of, glue_parts = _part_of_nodes(gm, _layer_of_nodes(ctx) if per_layer else {})
+    layer_of = _layer_of_nodes(ctx)
+    part_of, glue_parts = _part_of_nodes(gm, layer_of if per_layer else {})
+    # CUDA graphs pay where a piece launches many kernels: the decoder layers. The piece before the first
+    # layer (rotary tables, the full-length mask) launches a few and returns the mask, which a replay would
+    # copy out whole
+    layer_parts = {part_of[node.name] for node in layer_of if node.name in part_of}
+    state = {node.target for node in dynamo_meta.placeholders(gm) if dynamo_meta.is_module_state(node)}
     split = split_module(gm, gm, lambda node: part_of[node.name], keep_original_order=True)
+    piece_args = {node.target: node.args for node in split.graph.nodes if node.op == "call_module"}
     programs: dict[Hashable, PieceProgram] = {}
     for name, child in list(split.named_children()):
         index = int(name.rsplit("_", 1)[-1])
@@ -201,6 +221,9 @@ def partition(gm: GraphModule, ctx: PassContext, per_layer: bool | None = None) 
             program = PieceProgram(child, use_inductor, cache_key, ctx.config.cpp_wrapper)
             if key is not None:
                 programs[key] = program
-        setattr(split, name, InductorPiece(child, program))
+        graphs = None
+        if ctx.piece_graphs is not None and index in layer_parts:
+            graphs = PieceGraphs(ctx.piece_graphs, name, _module_state_positions(piece_args[name], state))
+        setattr(split, name, InductorPiece(child, program, graphs))
     split.meta["seats_glue_parts"] = sorted(glue_parts)
     return split

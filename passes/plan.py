@@ -9,6 +9,7 @@ from torch.fx import Node
 
 if TYPE_CHECKING:
     from seats_fx.config import SeatsConfig
+    from seats_fx.passes.piece_graphs import DecoderGraphs
     from seats_fx.stage_plan import StagePlan
 
 
@@ -98,3 +99,5 @@ class PassContext:
     stages: "StagePlan | None" = None
     output_weight: Callable[[], object] = lambda: None
     cache_key: str = ""
+    # the CUDA-graph recorders the pieces share (SeatsConfig.cuda_graphs), one set per pass manager; None: off
+    piece_graphs: "DecoderGraphs | None" = None

@@ -96,6 +96,12 @@ class SeatsConfig:
     # an H200, most of it Python around the launches); each distinct piece costs one C++ compile more at the
     # first call. Off by default until measured on a GPU (bench.gpu_check --variants compile,compile-cpp)
     cpp_wrapper: bool = False
+    # replay each decoder-layer piece's kernels as a CUDA graph, recorded per input signature on its second
+    # call with it and replayed from the third (passes/piece_graphs.py): one launch instead of the host's work
+    # per kernel. Inputs other than weights are copied into the graph's own before each replay and outputs
+    # copied out after it (a few copies per layer). Not in the graph key: the pieces are the same. Off by
+    # default until measured on a GPU (bench.gpu_check --variants compile,compile-graphs); no effect on a CPU
+    cuda_graphs: bool = False
     # seats_fx.compile makes the vision and audio towers attend with one variable-length call per layer
     # (seats_fx.use_fast_encoders; the last layer records stage 1's q/k); False leaves the towers as they are
     fast_encoders: bool = True
@@ -131,7 +137,8 @@ class SeatsConfig:
         _check_choice("stage2_allocation", self.stage2_allocation, STAGE2_ALLOCATIONS)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             _fail("seed", "an int >= 0", self.seed)
-        for name in ("stage1", "stage2", "stage3", "strict", "inductor", "cpp_wrapper", "fast_encoders"):
+        for name in ("stage1", "stage2", "stage3", "strict", "inductor", "cpp_wrapper", "cuda_graphs",
+                     "fast_encoders"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, "a bool", getattr(self, name))
 

@@ -32,6 +32,7 @@ def test_targets_compare_decoder_spans_and_prefills_of_the_rows_present():
         _row("plain eager + fast encoders", 0.6, encoders=0.2, decoder=0.3),
         _row("seats_fx.compile + Inductor", 0.3, decoder=0.05, selection_gpu_s=0.003),
         _row("seats_fx.compile + Inductor, C++ wrapper", 0.25, decoder=0.03),
+        _row("seats_fx.compile + Inductor, CUDA graphs", 0.2, decoder=0.025, selection_gpu_s=0.004),
         {"variant": "backend=seats + Inductor", "skipped": "time budget of 1 s spent"},
         {"variant": "plain Inductor", "error": "RuntimeError('boom')"},
     ]}
@@ -45,6 +46,9 @@ def test_targets_compare_decoder_spans_and_prefills_of_the_rows_present():
     assert targets["decoder_speedup_vs_eager (C++ wrapper)"] == pytest.approx(10.0)
     assert targets["prefill_speedup_vs_eager_fast (C++ wrapper)"] == pytest.approx(2.4)
     assert "selection_share (C++ wrapper)" not in targets
+    assert targets["decoder_speedup_vs_eager (CUDA graphs)"] == pytest.approx(12.0)
+    assert targets["prefill_speedup_vs_eager (CUDA graphs)"] == pytest.approx(6.0)
+    assert targets["selection_share (CUDA graphs)"] == pytest.approx(0.02)
     # rows that were skipped or failed give no ratio
     assert not any("seats)" in key for key in targets) and "prefill_speedup_vs_inductor" not in targets
 

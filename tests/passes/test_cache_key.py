@@ -67,11 +67,12 @@ def test_an_option_that_changes_the_rewritten_graph_changes_the_key(field, value
 
 
 # read only by the selection glue, which runs eagerly between the compiled pieces (or, for `strict`, only
-# deciding whether a graph seats cannot rewrite raises or runs unpruned): no compiled piece depends on them
+# deciding whether a graph seats cannot rewrite raises or runs unpruned; for `cuda_graphs`, only how a
+# compiled piece is called): no compiled piece depends on them
 RUNTIME_ONLY = [("retention", 0.35), ("video_retention", 0.05), ("audio_retention", 0.5),
                 ("encoder_ratio_scale", 2.0), ("window_temperature", 0.5), ("drop_growth", 1.5),
                 ("window_seconds", 1.0), ("stage1_selector", "diversity"), ("stage2_allocation", "global"),
-                ("seed", 3), ("strict", True)]
+                ("seed", 3), ("strict", True), ("cuda_graphs", True)]
 
 
 @pytest.mark.parametrize("field, value", RUNTIME_ONLY, ids=[field for field, _ in RUNTIME_ONLY])
