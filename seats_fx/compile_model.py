@@ -20,6 +20,7 @@ log = logging.getLogger("seats_fx")
 # generate() runs these on the thinker's base model before the prefill, outside the compiled forward()
 # (transformers' mm_encoder_outputs); stage 1 needs their last attention, so they are compiled too
 EAGER_ENCODER_METHODS = ("get_image_features", "get_video_features")
+_ORIGINAL = "_seats_original_method"  # on an encoder method compile_with_backend compiled: what it compiled
 
 
 def compile_model(model: nn.Module, options: Mapping[str, Any] | SeatsConfig | None = None,
@@ -67,7 +68,12 @@ def compile_with_backend(model: nn.Module, backend: Callable, config: SeatsConfi
     for name in EAGER_ENCODER_METHODS:
         method = getattr(base, name, None)
         if method is not None:
-            setattr(base, name, with_float_constants(torch.compile(method, backend=backend, **compile_kwargs)))
+            # a model compiled before holds the compiled method: compile its original (a compiled callable
+            # cannot be compiled again), so a second compile with other options replaces the first
+            method = getattr(method, _ORIGINAL, method)
+            compiled = with_float_constants(torch.compile(method, backend=backend, **compile_kwargs))
+            setattr(compiled, _ORIGINAL, method)
+            setattr(base, name, compiled)
     return model
 
 
