@@ -127,6 +127,7 @@ class DecoderGraphs:
 
     def __init__(self) -> None:
         self._recorders: dict[torch.device, GraphRecorder | None] = {}
+        self.warned = False  # a failed recording is a warning once per backend (every MoE layer may fail alike)
 
     def recorder_for(self, args: Sequence[Any]) -> GraphRecorder | None:
         """Returns the recorder of the device the inputs are on (CPU scalars aside), None when there is
@@ -293,8 +294,12 @@ class PieceGraphs:
         self.graphs.clear()
         self.seen.clear()
         COUNTS[f"refused: {reason.split(' (')[0]}"] += 1
-        (log.warning if loud else log.info)("seats: decoder piece %s runs without CUDA graphs: %s", self.name,
-                                            reason)
+        if loud and not self.decoder.warned:
+            self.decoder.warned = True
+            log.warning("seats: decoder piece %s runs without CUDA graphs: %s (said once; more such pieces are "
+                        "logged at INFO)", self.name, reason)
+        else:
+            log.info("seats: decoder piece %s runs without CUDA graphs: %s", self.name, reason)
         if run is None:
             return None
         COUNTS["ran"] += 1

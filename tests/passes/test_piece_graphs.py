@@ -156,6 +156,13 @@ def test_a_failed_recording_warns_and_the_piece_runs_as_it_is(recorders, caplog)
             torch.testing.assert_close(got, _layer(x, weight)[0], rtol=0, atol=0)
     assert "recording failed" in piece.refused
     assert [r for r in caplog.records if "recording failed" in r.getMessage()]
+    # another piece of the same backend failing alike (an MoE layer's host reads, say) is not a second warning
+    other = PieceGraphs(decoder, "next layer", frozenset({1}))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="seats_fx"):
+        for _ in range(3):
+            other(_layer, (torch.randn(5, 8), weight))
+    assert other.refused and not caplog.records
 
 
 def test_inputs_autograd_tracks_run_uncaptured(recorders):
