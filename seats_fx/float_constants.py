@@ -28,4 +28,7 @@ def with_float_constants(compiled: Callable) -> Callable:
     def run(*args, **kwargs):
         with torch._dynamo.config.patch(specialize_float=True):
             return compiled(*args, **kwargs)
-    return run
+    # called from inside a compiled forward (the thinker's forward calls get_video_features), Dynamo would
+    # trace this wrapper as frames of their own, two more guarded entries per call; `compiled` is compiled
+    # on its own either way
+    return torch.compiler.disable(run, recursive=False)
