@@ -137,7 +137,12 @@ class DecoderGraphs:
             return None
         if device not in self._recorders:
             factory = RECORDERS.get(device.type)
-            self._recorders[device] = factory(device) if factory is not None else None
+            try:
+                self._recorders[device] = factory(device) if factory is not None else None
+            except Exception as error:  # no graphs on this device; the pieces run as they are
+                log.warning("seats: no CUDA graphs of the decoder pieces on %s (%s: %s)", device,
+                            type(error).__name__, error)
+                self._recorders[device] = None
         return self._recorders[device]
 
 

@@ -9,12 +9,15 @@ nothing handed out lives in the pool, and the fallbacks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from unittest import mock
 
 import pytest
 import torch
 
-from seats_fx.passes.piece_graphs import COUNTS, DecoderGraphs, PieceGraphs, signature
+from seats_fx.passes import piece_graphs
+from seats_fx.passes.piece_graphs import COUNTS, CudaGraphRecorder, DecoderGraphs, PieceGraphs, signature
 
 from rerun_recorder import register_rerun_recorder
 
@@ -194,3 +197,79 @@ def test_a_host_scalar_is_in_the_signature_by_value():
     assert signature((x, object()), frozenset()) is None
     # module state too: Dynamo's sources name a lifted float's module as its origin
     assert signature((x, one), frozenset({1})) == signature((x, torch.tensor(1e-6)), frozenset({1}))
+
+
+@pytest.fixture
+def cuda_calls(monkeypatch):
+    """torch.cuda's streams and graphs replaced by mocks checked against the real signatures (autospec), which
+    log what the CUDA recorder does to them, in order; returns (calls, current stream, side stream, graph)."""
+    calls: list = []
+    current = mock.create_autospec(torch.cuda.Stream, instance=True)
+    side = mock.create_autospec(torch.cuda.Stream, instance=True)
+    graph = mock.create_autospec(torch.cuda.CUDAGraph, instance=True)
+
+    @contextlib.contextmanager
+    def on(stream):
+        calls.append(("on", stream))
+        yield
+        calls.append(("off", stream))
+
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: "pool")
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: side)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current)
+    monkeypatch.setattr(torch.cuda, "stream", on)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: graph)
+    graph.capture_begin.side_effect = lambda *args, **kwargs: calls.append(("begin", args, kwargs))
+    graph.capture_end.side_effect = lambda: calls.append(("end",))
+    side.wait_stream.side_effect = lambda stream: calls.append(("side waits for", stream))
+    current.wait_stream.side_effect = lambda stream: calls.append(("current waits for", stream))
+    return calls, current, side, graph
+
+
+def test_the_cuda_recorder_warms_up_and_records_on_its_side_stream_into_the_shared_pool(cuda_calls):
+    """The CUDA recorder's calls, without CUDA: the side stream waits for the current one's work before, the
+    current one for the side stream's after; the capture goes into the backend's pool in thread-local mode;
+    warm-up outputs, made on the side stream, are marked as used on the current one."""
+    calls, current, side, graph = cuda_calls
+    output = mock.MagicMock(spec=torch.Tensor)
+
+    def run(x):
+        calls.append(("run", x))
+        return (output,)
+
+    recorder = CudaGraphRecorder(torch.device("cuda", 0))
+    assert recorder.warm_up(run, ["x"]) == (output,)
+    assert calls == [("side waits for", current), ("on", side), ("run", "x"), ("off", side),
+                     ("current waits for", side)]
+    output.record_stream.assert_called_once_with(current)
+    calls.clear()
+    replay, outputs = recorder.record(run, ["x"])
+    assert calls == [("side waits for", current), ("on", side),
+                     ("begin", (), {"pool": "pool", "capture_error_mode": "thread_local"}), ("run", "x"), ("end",),
+                     ("off", side), ("current waits for", side)]
+    assert outputs == (output,) and replay == graph.replay
+
+
+def test_an_error_while_recording_ends_the_capture_and_is_the_one_raised(cuda_calls):
+    calls, _, _, graph = cuda_calls
+    graph.capture_end.side_effect = RuntimeError("capture invalidated")
+
+    def run(x):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    with pytest.raises(RuntimeError, match="not permitted when stream is capturing"):
+        CudaGraphRecorder(torch.device("cuda", 0)).record(run, ["x"])
+    graph.capture_end.assert_called_once_with()
+
+
+def test_a_recorder_that_cannot_be_made_leaves_the_pieces_as_they_are(monkeypatch, caplog):
+    def broken(device):
+        raise RuntimeError("no CUDA graphs here")
+
+    monkeypatch.setitem(piece_graphs.RECORDERS, "cpu", broken)
+    piece = PieceGraphs(DecoderGraphs(), "layer", frozenset({1}))
+    weight = torch.randn(8, 8)
+    with caplog.at_level(logging.WARNING, logger="seats_fx"):
+        outputs, counts = _calls(piece, _layer, [(torch.randn(5, 8), weight)] * 3)
+    assert counts == {"ran": 3}
+    assert len([r for r in caplog.records if "no CUDA graphs" in r.getMessage()]) == 1
