@@ -30,7 +30,7 @@ def test_targets_compare_decoder_spans_and_prefills_of_the_rows_present():
     result = {"variants": [
         _row("plain eager", 1.2, encoders=0.8, decoder=0.3),
         _row("plain eager + fast encoders", 0.6, encoders=0.2, decoder=0.3),
-        _row("seats_fx.compile + Inductor", 0.3, decoder=0.05, selection_gpu_s=0.003),
+        _row("seats_fx.compile + Inductor", 0.3, decoder=0.05, selection_gpu_s=0.003, before_decoder_s=0.16),
         _row("seats_fx.compile + Inductor, C++ wrapper", 0.25, decoder=0.03),
         _row("seats_fx.compile + Inductor, CUDA graphs", 0.2, decoder=0.025, selection_gpu_s=0.004),
         {"variant": "backend=seats + Inductor", "skipped": "time budget of 1 s spent"},
@@ -42,6 +42,9 @@ def test_targets_compare_decoder_spans_and_prefills_of_the_rows_present():
     assert targets["prefill_speedup_vs_eager_fast (seats_fx.compile)"] == pytest.approx(2.0)
     assert targets["selection_share (seats_fx.compile)"] == pytest.approx(0.01)
     assert targets["encoders_fast_vs_per_chunk"] == pytest.approx(4.0)
+    # the compiled towers, bounded by all that runs before seats_begin
+    assert targets["encoders_vs_per_chunk_at_least (seats_fx.compile)"] == pytest.approx(5.0)
+    assert "encoders_vs_per_chunk_at_least (C++ wrapper)" not in targets
     # the C++ wrapper's row is compared on its own
     assert targets["decoder_speedup_vs_eager (C++ wrapper)"] == pytest.approx(10.0)
     assert targets["prefill_speedup_vs_eager_fast (C++ wrapper)"] == pytest.approx(2.4)
