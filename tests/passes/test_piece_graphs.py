@@ -273,3 +273,24 @@ def test_a_recorder_that_cannot_be_made_leaves_the_pieces_as_they_are(monkeypatc
         outputs, counts = _calls(piece, _layer, [(torch.randn(5, 8), weight)] * 3)
     assert counts == {"ran": 3}
     assert len([r for r in caplog.records if "no CUDA graphs" in r.getMessage()]) == 1
+
+
+def test_graphs_and_signatures_seen_once_are_bounded_per_piece(recorders, monkeypatch, caplog):
+    """A server meets many prompt lengths, decode steps a new cache length each: a piece holds at most
+    MAX_GRAPHS_PER_PIECE graphs (later signatures run as they are, said once) and remembers at most
+    MAX_SEEN_PER_PIECE signatures seen once."""
+    monkeypatch.setattr(piece_graphs, "MAX_GRAPHS_PER_PIECE", 2)
+    monkeypatch.setattr(piece_graphs, "MAX_SEEN_PER_PIECE", 3)
+    piece = PieceGraphs(DecoderGraphs(), "layer", frozenset({1}))
+    weight = torch.randn(8, 8)
+    with caplog.at_level(logging.INFO, logger="seats_fx"):
+        for rows in (1, 2, 3):  # three signatures, each called three times: two get graphs
+            for _ in range(3):
+                x = torch.randn(rows, 8)
+                (got,) = piece(_layer, (x, weight))
+                torch.testing.assert_close(got, _layer(x, weight)[0], rtol=0, atol=0)
+    assert len(piece.graphs) == 2
+    assert len([r for r in caplog.records if "holds 2 CUDA graphs" in r.getMessage()]) == 1
+    for rows in range(10, 20):  # signatures seen once
+        piece(_layer, (torch.randn(rows, 8), weight))
+    assert len(piece.seen) == 3
