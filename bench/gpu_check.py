@@ -335,8 +335,7 @@ def run_check(args) -> dict:
         with counting_glue() as per_glue:
             run()
         # how the decoder pieces ran in that call: replayed CUDA graphs, recorded, ran as they are, refused
-        row["piece_graphs"] = {key: PIECE_GRAPH_COUNTS[key] - graphs_before[key] for key in PIECE_GRAPH_COUNTS
-                               if PIECE_GRAPH_COUNTS[key] != graphs_before[key]}
+        row["piece_graphs"] = dict(PIECE_GRAPH_COUNTS - graphs_before)
         everything = total(per_glue)
         selection = total({n: c for n, c in per_glue.items() if n != "seats_begin"})
         row.update({"glue_host_reads": everything.reads, "glue_ops": everything.launches,
@@ -476,12 +475,12 @@ def _targets(result: dict) -> dict:
     compiled = rows.get("seats_fx.compile + Inductor") or rows.get("seats_fx.compile, graphs eager")
     fast = rows.get(FAST_NAME) or rows.get("plain eager + fast encoders")  # the latter: JSON from before
     cpp = rows.get(CPP_NAME)
-    graphs = rows.get(GRAPHS_NAME)
-    for name, row in (("seats", seats), ("seats_fx.compile", compiled), ("C++ wrapper", cpp),
-                      ("CUDA graphs", graphs)):
+    # the seats_fx.compile rows, each compared on its own
+    compiled_rows = (("seats_fx.compile", compiled), ("C++ wrapper", cpp), ("CUDA graphs", rows.get(GRAPHS_NAME)))
+    for name, row in (("seats", seats), *compiled_rows):
         if row and eager and row.get("decoder_span_s") and eager.get("decoder_span_s"):
             targets[f"decoder_speedup_vs_eager ({name})"] = eager["decoder_span_s"] / row["decoder_span_s"]
-    for name, row in (("seats_fx.compile", compiled), ("C++ wrapper", cpp), ("CUDA graphs", graphs)):
+    for name, row in compiled_rows:
         if row and eager:
             targets[f"prefill_speedup_vs_eager ({name})"] = eager["prefill_s"] / row["prefill_s"]
         if row and fast:
@@ -491,7 +490,7 @@ def _targets(result: dict) -> dict:
     if fast and eager:
         targets["encoders_fast_vs_per_chunk"] = eager["encoders_s"] / fast["encoders_s"]
     # the compiled towers, bounded: everything before seats_begin in the seats_fx.compile forward
-    for name, row in (("seats_fx.compile", compiled), ("C++ wrapper", cpp), ("CUDA graphs", graphs)):
+    for name, row in compiled_rows:
         if row and eager and eager.get("encoders_s") and row.get("before_decoder_s"):
             targets[f"encoders_vs_per_chunk_at_least ({name})"] = eager["encoders_s"] / row["before_decoder_s"]
     # the seats rows' LLM part is their decoder span: compared above with the eager rows' decoder span
@@ -550,7 +549,8 @@ def print_report(result: dict) -> None:
 
 
 VARIANTS = ("reference", "eager", "inductor", "seats", "fast", "compile", "compile-cpp", "compile-graphs")
-IN_PLACE = ("fast", "compile", "compile-cpp", "compile-graphs")  # they change the model (its towers' attention, its forward): listed last
+# they change the model (its towers' attention, its forward): listed last
+IN_PLACE = ("fast", "compile", "compile-cpp", "compile-graphs")
 
 
 def main(argv: list[str] | None = None) -> dict:

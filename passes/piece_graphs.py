@@ -129,12 +129,8 @@ class DecoderGraphs:
         self._recorders: dict[torch.device, GraphRecorder | None] = {}
         self.warned = False  # a failed recording is a warning once per backend (every MoE layer may fail alike)
 
-    def recorder_for(self, args: Sequence[Any]) -> GraphRecorder | None:
-        """Returns the recorder of the device the inputs are on (CPU scalars aside), None when there is
-        none (a CPU piece) or the inputs span devices."""
-        device = device_of(args)
-        if any(isinstance(a, torch.Tensor) and a.device.type != "cpu" and a.device != device for a in args):
-            return None
+    def recorder_for(self, device: torch.device) -> GraphRecorder | None:
+        """Returns the recorder of `device`, None when there is none (a CPU piece)."""
         if device not in self._recorders:
             factory = RECORDERS.get(device.type)
             try:
@@ -146,15 +142,14 @@ class DecoderGraphs:
         return self._recorders[device]
 
 
-def signature(args: Sequence[Any], module_state: frozenset[int]) -> Hashable | None:
+def signature(args: Sequence[Any], module_state: frozenset[int], device: torch.device) -> Hashable | None:
     """Returns what a graph recorded for args is valid for: each tensor's device, dtype, shape and strides,
     the address of module state (read in place: `module_state` holds its positions), the value of a 0-d CPU
     tensor (a float Dynamo lifted, made anew each call, read on the host when the graph is recorded), which
     positions hold the same tensor, and every other argument's value. None when args cannot be replayed: a
-    larger CPU tensor beside device inputs, a tensor autograd would track, an argument that is not a plain
-    value."""
+    larger CPU tensor beside device inputs, a tensor on another device, a tensor autograd would track, an
+    argument that is not a plain value. device: device_of(args)."""
     grad = torch.is_grad_enabled()
-    device = device_of(args)
     first_position: dict[int, int] = {}
     entries: list[Hashable] = []
     for position, arg in enumerate(args):
@@ -250,11 +245,11 @@ class PieceGraphs:
         self.full = False  # MAX_GRAPHS_PER_PIECE reached (said once)
 
     def __call__(self, run: Callable[..., Any], args: Sequence[Any]) -> Any:
-        recorder = None if self.refused else self.decoder.recorder_for(args)
-        key = signature(args, self.module_state) if recorder is not None else None
+        device = device_of(args)
+        recorder = None if self.refused else self.decoder.recorder_for(device)
+        key = signature(args, self.module_state, device) if recorder is not None else None
         if key is None:
-            COUNTS["ran"] += 1
-            return run(*args)
+            return _run_as_is(run, args)
         recorded = self.graphs.get(key)
         if recorded is not None:
             COUNTS["replayed"] += 1
@@ -266,15 +261,15 @@ class PieceGraphs:
                 self.full = True
                 log.info("seats: decoder piece %s holds %d CUDA graphs (one per input shape); new shapes run "
                          "without one", self.name, MAX_GRAPHS_PER_PIECE)
-            COUNTS["ran"] += 1
-            return run(*args)
+            return _run_as_is(run, args)
         try:
             recorded = _Recorded(recorder, run, args, self.module_state)
         except _NotReplayable as reason:
-            return self._refuse(str(reason), run, args)
+            self._refuse(str(reason))
+            return _run_as_is(run, args)
         except Exception as error:  # e.g. the piece reads device data on the host, which a capture forbids
-            return self._refuse(f"recording failed ({type(error).__name__}: {str(error)[:200]})", run, args,
-                                loud=True)
+            self._refuse(f"recording failed ({type(error).__name__}: {str(error)[:200]})", loud=True)
+            return _run_as_is(run, args)
         self.graphs[key] = recorded
         del self.seen[key]
         COUNTS["recorded"] += 1
@@ -284,17 +279,17 @@ class PieceGraphs:
     def _first_call(self, run, args, key):
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
         versions = [t._version for t in tensors]
-        outputs = run(*args)
-        COUNTS["ran"] += 1
+        outputs = _run_as_is(run, args)
         if any(t._version != v for t, v in zip(tensors, versions)):
-            self._refuse("it writes to its inputs, which a replay from copies of them would not", None, args)
+            self._refuse("it writes to its inputs, which a replay from copies of them would not")
             return outputs
         self.seen[key] = None
         if len(self.seen) > MAX_SEEN_PER_PIECE:
             self.seen.popitem(last=False)
         return outputs
 
-    def _refuse(self, reason: str, run, args, loud: bool = False):
+    def _refuse(self, reason: str, loud: bool = False) -> None:
+        """Gives graphs up for this piece from now on, and says why."""
         self.refused = reason
         self.graphs.clear()
         self.seen.clear()
@@ -305,7 +300,8 @@ class PieceGraphs:
                         "logged at INFO)", self.name, reason)
         else:
             log.info("seats: decoder piece %s runs without CUDA graphs: %s", self.name, reason)
-        if run is None:
-            return None
-        COUNTS["ran"] += 1
-        return run(*args)
+
+
+def _run_as_is(run: Callable[..., Any], args: Sequence[Any]) -> Any:
+    COUNTS["ran"] += 1
+    return run(*args)

@@ -23,7 +23,7 @@ OPTIONS = dict(progressive_drop_layers=(3, 5), late_block_layer=7, retention=0.2
 
 
 def _counts_since(before) -> dict[str, int]:
-    return {key: COUNTS[key] - before[key] for key in COUNTS if COUNTS[key] != before[key]}
+    return dict(COUNTS - before)
 
 
 # the pieces lowered by Inductor (slow tier: a compile of about a minute here) or run eagerly: the graphs are

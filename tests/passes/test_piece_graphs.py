@@ -34,7 +34,7 @@ def _layer(x, weight):
 def _calls(piece, run, args_list):
     before = COUNTS.copy()
     outputs = [piece(run, args) for args in args_list]
-    return outputs, {k: COUNTS[k] - before[k] for k in COUNTS if COUNTS[k] != before[k]}
+    return outputs, dict(COUNTS - before)
 
 
 def test_a_piece_runs_then_records_then_replays_and_every_call_is_right(recorders):
@@ -116,7 +116,7 @@ def test_a_weight_changed_in_place_is_read_by_the_replay(recorders):
 def test_the_same_tensor_in_two_places_is_one_copy_and_part_of_the_signature(recorders):
     piece = PieceGraphs(DecoderGraphs(), "sum", frozenset())
     a, b = torch.randn(3), torch.randn(3)
-    assert signature((a, a), frozenset()) != signature((a, b), frozenset())
+    assert signature((a, a), frozenset(), a.device) != signature((a, b), frozenset(), a.device)
     calls = [(a, a), (a, a), (a, a), (b, b)]
     outputs, counts = _calls(piece, lambda x, y: (x * 2 + y,), calls)
     assert counts == {"ran": 1, "recorded": 1, "replayed": 2}
@@ -151,7 +151,7 @@ def test_a_failed_recording_warns_and_the_piece_runs_as_it_is(recorders, caplog)
     piece = PieceGraphs(decoder, "layer", frozenset({1}))
     weight = torch.randn(8, 8)
     piece(_layer, (torch.randn(5, 8), weight))
-    decoder.recorder_for([weight]).record = fails
+    decoder.recorder_for(weight.device).record = fails
     with caplog.at_level(logging.WARNING, logger="seats_fx"):
         for _ in range(3):
             x = torch.randn(5, 8)
@@ -191,12 +191,13 @@ def test_a_host_scalar_is_in_the_signature_by_value():
     inputs cannot be replayed. (Meta tensors stand in for device ones.)"""
     x = torch.empty(4, 8, device="meta")
     one, two = torch.tensor(1e-6), torch.tensor(2e-6)
-    assert signature((x, one), frozenset()) == signature((x, torch.tensor(1e-6)), frozenset())
-    assert signature((x, one), frozenset()) != signature((x, two), frozenset())
-    assert signature((x, torch.ones(3)), frozenset()) is None
-    assert signature((x, object()), frozenset()) is None
+    assert signature((x, one), frozenset(), x.device) == signature((x, torch.tensor(1e-6)), frozenset(), x.device)
+    assert signature((x, one), frozenset(), x.device) != signature((x, two), frozenset(), x.device)
+    assert signature((x, torch.ones(3)), frozenset(), x.device) is None
+    assert signature((x, object()), frozenset(), x.device) is None
     # module state too: Dynamo's sources name a lifted float's module as its origin
-    assert signature((x, one), frozenset({1})) == signature((x, torch.tensor(1e-6)), frozenset({1}))
+    assert signature((x, one), frozenset({1}), x.device) == signature((x, torch.tensor(1e-6)), frozenset({1}),
+                                                                      x.device)
 
 
 @pytest.fixture
