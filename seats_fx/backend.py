@@ -108,7 +108,9 @@ def _input_recorders(gm: GraphModule, facts: ModelFacts | None, frame=None) -> l
     embedding = locate_embedding_tap(gm, frame)
     if embedding is not None:
         ids_at, weight_at = embedding
-        recorders.append(lambda args, extras: record_embedding(args[ids_at], args[weight_at]))
+        token_ids = facts.token_ids if facts is not None else None
+        per_second = facts.positions_per_second if facts is not None else None
+        recorders.append(lambda args, extras: record_embedding(args[ids_at], args[weight_at], token_ids, per_second))
     tap = locate_tap(gm, facts.token_ids if facts is not None else None)
     if tap is not None:
         per_second = facts.positions_per_second

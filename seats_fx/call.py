@@ -283,6 +283,8 @@ class SeatsCall:
             return f"input_ids {tuple(ids.shape)} seen earlier do not match inputs_embeds {tuple(inputs_embeds.shape)}"
         if self.tap.embed_weight is None:
             return "no embedding lookup of these input_ids was seen, so they cannot be checked against inputs_embeds"
+        if not self.tap.token_ids:
+            return "no graph of this forward told the model's placeholder token ids (its config was not found)"
         width, expected = inputs_embeds.shape[-1], self.tap.embed_weight.shape[-1]
         if width != expected:
             return (f"the input_ids seen earlier do not belong to this call's inputs_embeds (their embedding has "

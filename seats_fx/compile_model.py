@@ -13,6 +13,7 @@ from seats_fx.config import SeatsConfig
 from seats_fx.encoder_attention import use_fast_encoders, uses_fast_encoders
 from seats_fx.float_constants import with_float_constants
 from seats_fx.models import adapter_for, model_facts
+from seats_fx.placeholder_mask import use_eager_placeholder_mask
 from seats_fx.rope_index import use_fast_rope_index
 
 log = logging.getLogger("seats_fx")
@@ -63,6 +64,8 @@ def compile_with_backend(model: nn.Module, backend: Callable, config: SeatsConfi
         # transformers' get_rope_index reads every video and audio position on the host, one at a time (190 ms
         # of a 320 ms pruned prefill on an H200, the GPU idle); the same split from a few numpy operations
         use_fast_rope_index(model)
+    # its check's message specializes the video length: each new clip length recompiled it
+    use_eager_placeholder_mask(model)
     _compile_thinker(thinker, backend, compile_kwargs)
     base = adapter.multimodal
     for name in EAGER_ENCODER_METHODS:

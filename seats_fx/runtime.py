@@ -145,15 +145,22 @@ def record_modality_tap(input_ids: torch.Tensor, token_ids: dict[str, tuple[int,
     _local.tap = ModalityTap(input_ids, token_ids, weight, positions_per_second)
 
 
-def record_embedding(input_ids: torch.Tensor, weight: torch.Tensor) -> None:
-    """Stores the input_ids and embedding weight an embedding-lookup graph just saw. The lookup starts a
-    forward, so the stats of the previous call are cleared: a decoder that then runs outside seats
-    (e.g. Dynamo fell back to eager) leaves last_stats() at None instead of a stale record. One-token
-    lookups (generate()'s decode steps) keep them: after generate(), last_stats() describes the prefill."""
+def record_embedding(input_ids: torch.Tensor, weight: torch.Tensor,
+                     token_ids: dict[str, tuple[int, ...]] | None = None, positions_per_second: int | None = None
+                     ) -> None:
+    """Stores the input_ids and embedding weight an embedding-lookup graph just saw, with the model's
+    placeholder token ids and TMRoPE rate when the graph's model told them (its config): then no
+    placeholder-mask graph needs to be seen (seats_fx.compile runs get_placeholder_mask outside Dynamo).
+    The lookup starts a forward, so the stats of the previous call are cleared: a decoder that then runs
+    outside seats (e.g. Dynamo fell back to eager) leaves last_stats() at None instead of a stale record.
+    One-token lookups (generate()'s decode steps) keep them: after generate(), last_stats() describes the
+    prefill."""
     previous: ModalityTap | None = getattr(_local, "tap", None)
-    token_ids = previous.token_ids if previous is not None else {}
-    per_second = previous.positions_per_second if previous is not None else None
-    _local.tap = ModalityTap(input_ids, token_ids, weight, per_second)
+    if token_ids is None:
+        token_ids = previous.token_ids if previous is not None else {}
+    if positions_per_second is None and previous is not None:
+        positions_per_second = previous.positions_per_second
+    _local.tap = ModalityTap(input_ids, token_ids, weight, positions_per_second)
     if input_ids.shape[-1] > 1:  # a decode step's one-token lookup keeps the prefill's stats
         _local.stats = None
         _local.positions = None  # positions recorded for an earlier forward never serve this one

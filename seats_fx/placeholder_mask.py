@@ -1,0 +1,43 @@
+"""transformers' `get_placeholder_mask` outside Dynamo, so a new clip length compiles nothing.
+
+The function compares the input ids with the placeholder ids and checks the count against the features.
+The check's message is an f-string holding `video_features.shape[0]`, evaluated even when the check passes,
+so under torch.compile it specializes that size: every new video length recompiled the frame (a Dynamo trace
+and an Inductor compile, while the user waits for the first token), the only graph a new clip length still
+cost `seats_fx.compile`. Eagerly it is a few comparisons and the count check's read, which the compiled frame
+made too (formatting the token count reads it). Nothing seats needs is lost: the token ids of the prompt are
+taken where the compiled forward embeds them (seats_fx.backend's embedding tap, with the model's placeholder
+ids), not from the mask.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+from torch import nn
+
+_NAME = "get_placeholder_mask"
+
+
+def _eager(method):
+    return torch.compiler.disable(method, recursive=True)
+
+
+def use_eager_placeholder_mask(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Runs `get_placeholder_mask` of every module of `model` that has one (a Qwen-Omni thinker, its base
+    model) outside Dynamo, in place, and returns `model`; enabled=False traces it again. The masks are
+    unchanged: the same function runs, eagerly."""
+    found = False
+    for module in model.modules():
+        function = getattr(type(module), _NAME, None)
+        if not callable(function):
+            continue
+        found = True
+        if enabled:
+            setattr(module, _NAME, types.MethodType(_eager(function), module))
+        elif _NAME in module.__dict__:
+            delattr(module, _NAME)
+    if not found:
+        raise ValueError(f"expected a model with {_NAME} (a Qwen-Omni thinker or full model), got {type(model).__name__}")
+    return model
