@@ -140,6 +140,9 @@ COMPAT_SMOKE = (
     "tests/passes/test_piece_lowering.py",
     # Dynamo's float specialization, scoped to seats_fx.compile's compiles (the stock image's torch is 2.11)
     "tests/test_float_constants.py",
+    # where transformers keeps get_placeholder_mask, and whether a new clip length still compiles a graph
+    "tests/models/test_placeholder_mask.py",
+    "tests/e2e/test_new_clip_length.py",
     # what the decoder pieces take and return (module state, lifted floats, caches) decides what a CUDA graph
     # of one reads in place, copies and hands out; transformers 5.17 writes one-width caches
     "tests/e2e/test_cuda_graph_pieces.py::test_generate_over_a_replayed_prefill_matches_the_reference",

@@ -71,3 +71,22 @@ def test_a_piece_dynamo_does_not_trace_says_so(caplog, monkeypatch):
         compiled(torch.randn(4))
     assert programs[0].lowerings == 0
     assert [r for r in caplog.records if "ran eagerly" in r.getMessage()]
+
+
+class _ReadsAFloat(torch.nn.Module):
+    def forward(self, x, eps):
+        return (x / (x.pow(2).mean() + eps.item()),)  # how a piece reads a float attribute Dynamo lifted
+
+
+def test_a_piece_that_reads_a_lifted_float_is_one_graph_on_every_call():
+    """Pieces are traced with capture_scalar_outputs (one patch reused per thread, not made per call): without
+    it each .item() splits the piece's graph. The setting is the piece's only: unchanged around it."""
+    piece = torch.fx.symbolic_trace(_ReadsAFloat())
+    program = PieceProgram(piece, use_inductor=True, cache_key="test-piece-lowering")
+    before = torch._dynamo.config.capture_scalar_outputs
+    for rows in (6, 9, 7):
+        x, eps = torch.randn(rows, 8), torch.tensor(1e-6)
+        (got,) = program(x, eps)
+        torch.testing.assert_close(got, x / (x.pow(2).mean() + 1e-6))
+        assert torch._dynamo.config.capture_scalar_outputs is before
+    assert program.lowerings == 1
