@@ -14,6 +14,7 @@ from seats_fx.encoder_attention import use_fast_encoders, uses_fast_encoders
 from seats_fx.float_constants import with_float_constants
 from seats_fx.models import adapter_for, model_facts
 from seats_fx.placeholder_mask import use_eager_placeholder_mask
+from seats_fx.qwen3_rope_index import use_fast_qwen3_rope_index
 from seats_fx.rope_index import use_fast_rope_index
 
 log = logging.getLogger("seats_fx")
@@ -35,8 +36,9 @@ def compile_model(model: nn.Module, options: Mapping[str, Any] | SeatsConfig | N
     dynamic defaults to True (prompt lengths vary, and MoE decoders cannot be rewritten from a static trace).
     With SeatsConfig.fast_encoders (the default), or towers already switched by use_fast_encoders, the
     vision and audio towers attend with one variable-length call per layer and record stage 1's q/k.
-    Qwen2.5-Omni's TMRoPE chunk split runs without its per-token host loop (use_fast_rope_index: the same
-    positions).
+    Qwen2.5-Omni's TMRoPE chunk split and Qwen3-Omni's audio-in-video interleave run without their per-token
+    host loops (use_fast_rope_index, use_fast_qwen3_rope_index: the same positions), and get_placeholder_mask
+    outside Dynamo (use_eager_placeholder_mask: a new clip length compiles nothing).
     """
     adapter = adapter_for(model)  # ValueError naming the supported families
     seats = SeatsBackend(options, facts=model_facts(adapter.thinker))
@@ -64,6 +66,9 @@ def compile_with_backend(model: nn.Module, backend: Callable, config: SeatsConfi
         # transformers' get_rope_index reads every video and audio position on the host, one at a time (190 ms
         # of a 320 ms pruned prefill on an H200, the GPU idle); the same split from a few numpy operations
         use_fast_rope_index(model)
+    elif adapter.family == "qwen3_omni_moe":
+        # the same positions, without transformers' column-at-a-time interleave of a video with its audio
+        use_fast_qwen3_rope_index(model)
     # its check's message specializes the video length: each new clip length recompiled it
     use_eager_placeholder_mask(model)
     _compile_thinker(thinker, backend, compile_kwargs)
