@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from transformers.models.qwen2_5_omni import modeling_qwen2_5_omni as hf
 from transformers.vision_utils import get_vision_window_index
@@ -108,12 +109,12 @@ def _pool_pairs(frame_weights: torch.Tensor, mel_lengths: "torch.Tensor | list[i
     return frame_weights[pairs].view(-1, 2).mean(1)  # equal to (a + b) / 2: a sum of two, halved exactly
 
 
-def _pool_pair_index(mel_lengths: list[int]) -> list[int]:
+def _pool_pair_index(mel_lengths: list[int]) -> np.ndarray:
     """Returns [first, second] frame index of every pair the audio tower pools, in order: per audio,
-    (mel - 1) // 2 + 1 frames after its stride-2 convolution, of which the first 2 * (frames // 2) pool."""
-    index, offset = [], 0
-    for mel in mel_lengths:
-        frames = (mel - 1) // 2 + 1
-        index += range(offset, offset + 2 * ((frames - 2) // 2 + 1))
-        offset += frames
-    return index
+    (mel - 1) // 2 + 1 frames after its stride-2 convolution, of which the first 2 * (frames // 2) pool.
+    Built as arrays: a Python list of the indices took 1 ms for a 60 s clip here."""
+    frames = (np.asarray(mel_lengths, dtype=np.int64) - 1) // 2 + 1
+    offsets = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64)
+    pooled = 2 * ((frames - 2) // 2 + 1)
+    return np.concatenate([np.arange(start, start + count, dtype=np.int64) for start, count in zip(offsets, pooled)]
+                          + [np.zeros(0, dtype=np.int64)])

@@ -90,9 +90,10 @@ def read_sizes(modality: torch.Tensor, window: torch.Tensor, valid: torch.Tensor
     return sizes_on_host(*host)
 
 
-def host_table(values: list[int] | list[float], device: torch.device, dtype=torch.long) -> torch.Tensor:
+def host_table(values: list[int] | list[float] | np.ndarray, device: torch.device, dtype=torch.long) -> torch.Tensor:
     """Returns `values` on `device` without a stream sync: on CUDA through pinned memory and a non-blocking
-    copy (a plain torch.tensor(..., device="cuda") synchronizes the stream after a pageable copy)."""
+    copy (a plain torch.tensor(..., device="cuda") synchronizes the stream after a pageable copy). A numpy
+    array is taken as one block (torch.tensor walks a list element by element)."""
     table = torch.tensor(values, dtype=dtype)
     if torch.device(device).type != "cuda":
         return table
