@@ -12,18 +12,13 @@ from torch._inductor.custom_graph_pass import CustomGraphPass
 from torch.fx import GraphModule, Node
 from torch.fx.passes.split_module import split_module
 
+from seats_fx.inductor_patches import known_bug_patches
 from seats_fx.passes import dynamo_meta
 from seats_fx.passes.boundary import GLUE
 from seats_fx.passes.piece_graphs import PieceGraphs
 from seats_fx.passes.plan import PassContext
 
 log = logging.getLogger("seats_fx")
-
-# torch 2.11's C++ code generation emits an indirect-indexing bounds check before the index it checks is
-# declared ("'tmp2' was not declared"), for the decoder's causal-mask arithmetic; without the check the
-# kernel compiles (the indices are in bounds by construction: positions of kept tokens)
-_CPP_INDEX_CHECK_BROKEN = torch.__version__.startswith("2.11.")
-
 
 class SeatsCacheKey(CustomGraphPass):
     """Puts the seats pass manager's uuid (config + every pass's source) into Inductor's cache key of each
@@ -75,8 +70,7 @@ class PieceProgram:
         patches = {"post_grad_custom_post_pass": SeatsCacheKey(self.cache_key)}
         if self.cpp_wrapper:  # an Inductor config patch: in Inductor's cache key like the pass above
             patches["cpp_wrapper"] = True
-        if _CPP_INDEX_CHECK_BROKEN and any(isinstance(x, torch.Tensor) and x.device.type == "cpu" for x in example_inputs):
-            patches["assert_indirect_indexing"] = False
+        patches.update(known_bug_patches(example_inputs))  # e.g. torch 2.11's C++ index check
         compiled = compile_fx(gm, example_inputs, config_patches=patches)
         self.lowerings += 1  # counted once lowered: Dynamo may call a backend again after restarting its analysis
         return compiled

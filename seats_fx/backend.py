@@ -12,6 +12,7 @@ from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 from seats_fx.call import SeatsCall, glue_seconds, reset_glue_clock
 from seats_fx.config import SeatsConfig
+from seats_fx.inductor_patches import known_bug_patches
 from seats_fx.layerwise import LayerStep, LayerwiseForward, current_forward, end_forward, start_forward
 from seats_fx.models import ADAPTERS, ModelFacts, decoder_layer_position, model_facts
 from seats_fx.passes import dynamo_meta
@@ -63,7 +64,7 @@ DATA_DEPENDENT_ERRORS = (DataDependentOutputException, DynamicOutputShapeExcepti
 def _inductor(gm: GraphModule, example_inputs: list) -> Callable:
     from torch._inductor.compile_fx import compile_fx
 
-    return compile_fx(gm, example_inputs)
+    return compile_fx(gm, example_inputs, config_patches=known_bug_patches(example_inputs) or None)
 
 
 def _copy_graph_module(gm: GraphModule) -> GraphModule:
