@@ -11,7 +11,8 @@ Every rewrite pass is a function `(gm, ctx) -> gm` (ctx: passes.plan.PassContext
   6. `align_cache`: KV-cache writes of one width for padded batches (reads the lengths the boundaries set);
   7. `route_lm_head`: the lm_head as eager glue over the kept rows (after 5: it reads restored rows);
   8. `cleanup`: dead code out, lint, recompile; 9. `partition`: Inductor pieces and glue (always last).
-- decode step (one token over a KV cache): `rewrite_decode_step`, `cleanup`, `partition`.
+- decode step (one token over a KV cache): `rewrite_decode_step`, `cleanup`, `partition_whole` (its layers
+  one piece: no boundary between them).
 - logits graph (the thinker's lm_head in a graph of its own): `route_lm_head`, `cleanup`, `partition`.
 - layer piece (one decoder layer Dynamo compiled from its own frame): `rewrite_layer_piece` (entry gathers,
   the boundary after the layer, full length at exit, the KV-cache hand-over), `cleanup`, `partition`.
@@ -33,7 +34,7 @@ from seats_fx.passes.decode_step import rewrite_decode_step
 from seats_fx.passes.kept_row_logits import route_lm_head
 from seats_fx.passes.layer_piece import rewrite_layer_piece
 from seats_fx.passes.locate_piece import locate_layer_piece
-from seats_fx.passes.partition import partition
+from seats_fx.passes.partition import partition, partition_whole
 from seats_fx.passes.piece_graphs import DecoderGraphs
 from seats_fx.passes.plan import GraphPlan, PassContext
 from seats_fx.passes.prune_blocks import prune_blocks
@@ -44,7 +45,7 @@ from seats_fx.stage_plan import StagePlan
 LAYER_PIECE_PASSES = (rewrite_layer_piece, cleanup, partition)
 PREFILL_PASSES = (insert_begin, select_before_llm, prune_blocks, truncate_at_fusion, restore_output_length,
                   align_cache, route_lm_head, cleanup, partition)
-DECODE_STEP_PASSES = (rewrite_decode_step, cleanup, partition)
+DECODE_STEP_PASSES = (rewrite_decode_step, cleanup, partition_whole)
 LOGITS_PASSES = (route_lm_head, cleanup, partition)
 _PACKAGE = "seats_fx"
 

@@ -20,10 +20,6 @@ from torch import nn
 _NAME = "get_placeholder_mask"
 
 
-def _eager(method):
-    return torch.compiler.disable(method, recursive=True)
-
-
 def use_eager_placeholder_mask(model: nn.Module, enabled: bool = True) -> nn.Module:
     """Runs `get_placeholder_mask` of every module of `model` that has one (a Qwen-Omni thinker, its base
     model) outside Dynamo, in place, and returns `model`; enabled=False traces it again. The masks are
@@ -35,9 +31,10 @@ def use_eager_placeholder_mask(model: nn.Module, enabled: bool = True) -> nn.Mod
             continue
         found = True
         if enabled:
-            setattr(module, _NAME, types.MethodType(_eager(function), module))
+            setattr(module, _NAME, types.MethodType(torch.compiler.disable(function), module))
         elif _NAME in module.__dict__:
             delattr(module, _NAME)
     if not found:
-        raise ValueError(f"expected a model with {_NAME} (a Qwen-Omni thinker or full model), got {type(model).__name__}")
+        raise ValueError(f"expected a model with {_NAME} (a Qwen-Omni thinker or full model), "
+                         f"got {type(model).__name__}")
     return model

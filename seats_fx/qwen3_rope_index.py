@@ -34,7 +34,7 @@ class _Unsupported(Exception):
 def merge_order(video_time: np.ndarray, audio_time: np.ndarray) -> np.ndarray:
     """Returns the order of the columns [video..., audio...] that transformers' interleave produces: video
     while its temporal position <= the audio's. Both must be sorted (else _Unsupported)."""
-    if (video_time.size > 1 and np.any(np.diff(video_time) < 0)) or (audio_time.size > 1 and np.any(np.diff(audio_time) < 0)):
+    if any(times.size > 1 and np.any(np.diff(times) < 0) for times in (video_time, audio_time)):
         raise _Unsupported("positions not sorted")
     keys = np.concatenate([video_time, audio_time])
     return np.argsort(keys, kind="stable")
@@ -69,7 +69,8 @@ class _Sample:
         if kind == "image":
             time = (torch.arange(frames) * 1 * config.position_id_per_seconds).float()
         else:
-            time = (torch.arange(frames) * self.second_per_grid[index].cpu().float() * config.position_id_per_seconds).float()
+            per_grid = self.second_per_grid[index].cpu().float()
+            time = (torch.arange(frames) * per_grid * config.position_id_per_seconds).float()
         positions = self.model.get_llm_pos_ids_for_vision(start, index, merge, time, grid[:, 1], grid[:, 2])
         return positions, int(grid[index].prod() // (merge ** 2))
 
@@ -118,7 +119,7 @@ class _Sample:
             raise _Unsupported("an empty stream")  # transformers appends the other stream whole, in pieces
         # transformers compares element pairs after type promotion: the common dtype of the two streams
         common = torch.promote_types(video.dtype, audio.dtype)
-        order = merge_order(video[0].to(common).numpy().astype(np.float64), audio[0].to(common).numpy().astype(np.float64))
+        order = merge_order(*(stream[0].to(common).numpy().astype(np.float64) for stream in (video, audio)))
         merged = torch.cat([video.to(common), audio.to(common)], dim=1)[:, torch.from_numpy(order)]
         from_video = order < video.shape[1]
         # both streams are non-empty, so the merged order switches streams at least once before its last run

@@ -101,6 +101,29 @@ def test_generate_matches_reference_without_decode_recompiles_as_the_cache_grows
     assert backend.decode_compiles <= 2, f"{backend.decode_compiles} decode-step compiles"
 
 
+@pytest.mark.slow
+def test_a_decode_step_makes_two_piece_calls_not_one_per_layer(tiny_thinker, monkeypatch):
+    """A decode step's glue comes before its first layer, so its layers are one Inductor piece: each piece call
+    has a fixed host cost (Dynamo's guards, the wrappers), paid per generated token. The same options as the
+    Inductor case above: its compiled copy serves this test."""
+    from seats_fx.passes.partition import InductorPiece
+
+    options = dict(GRAPH_OPTIONS[0], retention=0.1, inductor=True)
+    model = compiled_copy(tiny_thinker, options)
+    inputs = synthetic_clip_inputs(tiny_thinker.config, ClipSpec(video_seconds=4, seed=4))
+    calls = []
+    forward = InductorPiece.forward
+    monkeypatch.setattr(InductorPiece, "forward", lambda self, *args: calls.append(1) or forward(self, *args))
+    counts = []
+    for tokens in (2, 6):
+        calls.clear()
+        generated, _ = generate(model, inputs, tokens)
+        counts.append((len(calls), generated.shape[1]))
+    assert last_stats().pruned and counts[1][1] > counts[0][1]
+    per_step = (counts[1][0] - counts[0][0]) / (counts[1][1] - counts[0][1])
+    assert per_step == 2, f"{per_step} piece calls per decode step (the rotary tables, then every layer)"
+
+
 # with Inductor: test_backend.py::test_keep_everything_equals_plain_inductor (the same untouched graphs, lowered;
 # make test-slow, not CI)
 @pytest.mark.parametrize("inductor", [False])

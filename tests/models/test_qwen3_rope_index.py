@@ -99,7 +99,8 @@ def test_positions_and_deltas_equal_transformers(tiny_qwen3, data):
     _assert_equal(fast_get_rope_index(holder, *args), _transformers(holder, args))
 
 
-@pytest.mark.parametrize("spec", [ClipSpec(video_seconds=8, seed=1), ClipSpec(video_seconds=6, audio_seconds=2.3, seed=2),
+@pytest.mark.parametrize("spec", [ClipSpec(video_seconds=8, seed=1),
+                                  ClipSpec(video_seconds=6, audio_seconds=2.3, seed=2),
                                   ClipSpec(video_seconds=4, audio_seconds=9.1, fps=3.0, seed=3),
                                   ClipSpec(video_seconds=4, audio_seconds=0, seed=4)],
                          ids=["clip", "short-audio", "long-audio-3fps", "video-only"])
@@ -171,7 +172,8 @@ def test_host_reads_do_not_grow_with_the_clip(tiny_qwen3):
     side = _unit(tiny_qwen3) * 4
     reads = {}
     for seconds in (4, 16):
-        args = _args(synthetic_clip_inputs(tiny_qwen3.config, ClipSpec(video_seconds=seconds, seed=1, height=side, width=side)))
+        clip = ClipSpec(video_seconds=seconds, seed=1, height=side, width=side)
+        args = _args(synthetic_clip_inputs(tiny_qwen3.config, clip))
         with _ScalarReads() as fast:
             fast_get_rope_index(holder, *args)
         with _ScalarReads() as loop:
