@@ -81,10 +81,12 @@ compat-venvs: $(COMPAT_LOW)/.installed $(COMPAT_HIGH)/.installed
 # generate, batch, Qwen3-Omni, the missing-metadata refusal) and one shard of the 200-example pipeline fuzz, so the
 # fuzz's 200 cases run under the lowest and the highest supported torch (make test-fuzz: both shards under
 # .venv). The headline Inductor case runs under the lowest end (the stock CUDA image's torch), a cheaper
-# Inductor case (one option set, one clip structure) under the highest.
+# Inductor case (one option set, one clip structure) under the highest. Qwen3-Omni's generate() with Inductor
+# (about 3.5 min in CI) runs under the lowest end only: the C++ code-generation bug it guards is torch 2.11's.
 COMPAT_PYTEST = -m pytest -q -p no:xdist $(PYTEST_ARGS) -m "compat or fuzz"
 HEADLINE_INDUCTOR := tests/e2e/test_headline_usage.py::test_bare_torch_compile_with_inductor_prunes_like_the_reference
 BACKEND_INDUCTOR := tests/e2e/test_backend.py::test_kept_indices_and_logits_match_reference_with_inductor[no-stage3]
+QWEN3_GENERATE_INDUCTOR := tests/e2e/test_layer_graphs.py::test_model_compile_then_generate_prunes_qwen3_like_the_reference[inductor]
 FUZZ_SHARD = tests/e2e/test_reliability.py::test_pipeline_fuzz[$(1)]
 
 test-compat: compat-venvs
@@ -94,7 +96,8 @@ test-compat-low: $(COMPAT_LOW)/.installed
 	$(COMPAT_LOW)/bin/python $(COMPAT_PYTEST) --deselect '$(BACKEND_INDUCTOR)' --deselect '$(call FUZZ_SHARD,4)'
 
 test-compat-high: $(COMPAT_HIGH)/.installed
-	$(COMPAT_HIGH)/bin/python $(COMPAT_PYTEST) --deselect '$(HEADLINE_INDUCTOR)' --deselect '$(call FUZZ_SHARD,2)'
+	$(COMPAT_HIGH)/bin/python $(COMPAT_PYTEST) --deselect '$(HEADLINE_INDUCTOR)' --deselect '$(QWEN3_GENERATE_INDUCTOR)' \
+		--deselect '$(call FUZZ_SHARD,2)'
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'
