@@ -106,15 +106,14 @@ def _input_recorders(gm: GraphModule, facts: ModelFacts | None, frame=None) -> l
     """Returns recorders of the token ids (and embedding weight) a graph sees; every recorder takes
     (runtime args, extra outputs). frame: the module whose forward the graph was compiled from."""
     recorders: list[Callable] = []
+    token_ids = facts.token_ids if facts is not None else None
+    per_second = facts.positions_per_second if facts is not None else None
     embedding = locate_embedding_tap(gm, frame)
     if embedding is not None:
         ids_at, weight_at = embedding
-        token_ids = facts.token_ids if facts is not None else None
-        per_second = facts.positions_per_second if facts is not None else None
         recorders.append(lambda args, extras: record_embedding(args[ids_at], args[weight_at], token_ids, per_second))
-    tap = locate_tap(gm, facts.token_ids if facts is not None else None)
+    tap = locate_tap(gm, token_ids)
     if tap is not None:
-        per_second = facts.positions_per_second
         recorders.append(lambda args, extras: record_modality_tap(args[tap.input_ids_index], tap.token_ids,
                                                                   per_second))
     return recorders

@@ -12,10 +12,10 @@ ids), not from the mask.
 
 from __future__ import annotations
 
-import types
-
 import torch
 from torch import nn
+
+from seats_fx.instance_methods import override_methods
 
 _NAME = "get_placeholder_mask"
 
@@ -24,17 +24,11 @@ def use_eager_placeholder_mask(model: nn.Module, enabled: bool = True) -> nn.Mod
     """Runs `get_placeholder_mask` of every module of `model` that has one (a Qwen-Omni thinker, its base
     model) outside Dynamo, in place, and returns `model`; enabled=False traces it again. The masks are
     unchanged: the same function runs, eagerly."""
-    found = False
-    for module in model.modules():
+    def overrides_for(module: nn.Module) -> dict:
         function = getattr(type(module), _NAME, None)
-        if not callable(function):
-            continue
-        found = True
-        if enabled:
-            setattr(module, _NAME, types.MethodType(torch.compiler.disable(function), module))
-        elif _NAME in module.__dict__:
-            delattr(module, _NAME)
-    if not found:
+        return {_NAME: torch.compiler.disable(function)} if callable(function) else {}
+
+    if not override_methods(model, overrides_for, enabled):
         raise ValueError(f"expected a model with {_NAME} (a Qwen-Omni thinker or full model), "
                          f"got {type(model).__name__}")
     return model

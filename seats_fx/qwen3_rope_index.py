@@ -18,11 +18,12 @@ against it).
 from __future__ import annotations
 
 import sys
-import types
 
 import numpy as np
 import torch
 from torch import nn
+
+from seats_fx.instance_methods import override_methods
 
 _NAME = "get_rope_index"
 
@@ -201,16 +202,11 @@ def use_fast_qwen3_rope_index(model: nn.Module, enabled: bool = True) -> nn.Modu
     implementation (the thinker and its base model) the version above, in place, and returns `model`;
     enabled=False gives them transformers' back. Positions are unchanged."""
     shared = _qwen3_rope_index()
-    found = False
-    for module in model.modules():
-        if getattr(type(module), _NAME, None) is not shared:
-            continue
-        found = True
-        if enabled:
-            setattr(module, _NAME, types.MethodType(fast_get_rope_index, module))
-        elif _NAME in module.__dict__:
-            delattr(module, _NAME)
-    if not found:
+
+    def overrides_for(module: nn.Module) -> dict:
+        return {_NAME: fast_get_rope_index} if getattr(type(module), _NAME, None) is shared else {}
+
+    if not override_methods(model, overrides_for, enabled):
         raise ValueError(f"expected a Qwen3-Omni thinker or full model (a module with transformers' Qwen3-Omni "
                          f"{_NAME}), got {type(model).__name__}")
     return model

@@ -17,11 +17,11 @@ pruned prefill, the GPU idle, where the same few host operations take about 2 ms
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import torch
 from torch import nn
+
+from seats_fx.instance_methods import override_methods
 
 _ATTRIBUTE = "get_chunked_index"
 _ROPE_INDEX = "get_rope_index"
@@ -86,20 +86,15 @@ def use_fast_rope_index(model: nn.Module, enabled: bool = True) -> nn.Module:
     `get_chunked_index`: Qwen2.5-Omni's thinker, its base model, its talker) the host-side split above, and
     runs their `get_rope_index` eagerly under torch.compile (host work: nothing for Inductor to fuse), in place,
     and returns `model`; enabled=False gives them transformers' loop and tracing back. Positions are unchanged."""
-    found = False
-    for module in model.modules():
+    def overrides_for(module: nn.Module) -> dict:
         if not callable(getattr(type(module), _ATTRIBUTE, None)):
-            continue
-        found = True
+            return {}
         overrides = {_ATTRIBUTE: _fast_get_chunked_index}
         if callable(getattr(type(module), _ROPE_INDEX, None)):
             overrides[_ROPE_INDEX] = _eager_get_rope_index
-        for name, function in overrides.items():
-            if enabled:
-                setattr(module, name, types.MethodType(function, module))
-            elif name in module.__dict__:
-                delattr(module, name)
-    if not found:
+        return overrides
+
+    if not override_methods(model, overrides_for, enabled):
         raise ValueError(f"expected a model with TMRoPE chunking (a Qwen-Omni thinker or full model: a module with "
                          f"{_ATTRIBUTE}), got {type(model).__name__}")
     return model

@@ -15,6 +15,7 @@ from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
 from seats_fx.qwen3_rope_index import fast_get_rope_index, merge_order, use_fast_qwen3_rope_index
 
 from eager_towers import fresh_copy
+from scalar_reads import ScalarReads
 
 
 def _holder(model):
@@ -156,17 +157,6 @@ def test_unsorted_positions_go_to_transformers(tiny_qwen3, monkeypatch):
     assert calls == [1]
 
 
-class _ScalarReads(torch.utils._python_dispatch.TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
-            self.reads += 1
-        return func(*args, **(kwargs or {}))
-
-
 def test_host_reads_do_not_grow_with_the_clip(tiny_qwen3):
     holder = _holder(tiny_qwen3)
     side = _unit(tiny_qwen3) * 4
@@ -174,9 +164,9 @@ def test_host_reads_do_not_grow_with_the_clip(tiny_qwen3):
     for seconds in (4, 16):
         clip = ClipSpec(video_seconds=seconds, seed=1, height=side, width=side)
         args = _args(synthetic_clip_inputs(tiny_qwen3.config, clip))
-        with _ScalarReads() as fast:
+        with ScalarReads() as fast:
             fast_get_rope_index(holder, *args)
-        with _ScalarReads() as loop:
+        with ScalarReads() as loop:
             _transformers(holder, args)
         reads[seconds] = (fast.reads, loop.reads)
     assert reads[4][0] == reads[16][0], reads  # per item, not per token

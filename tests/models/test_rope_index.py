@@ -9,12 +9,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils._python_dispatch import TorchDispatchMode
 from transformers.models.qwen2_5_omni import modeling_qwen2_5_omni as qwen2_5_omni
 
 from seats_fx.models.configs import TinySpec, tiny_qwen2_5_omni_config
 from seats_fx.models.synthetic import ClipSpec, synthetic_clip_inputs
 from seats_fx.rope_index import chunk_bounds, use_fast_rope_index
+
+from scalar_reads import ScalarReads
 
 TRANSFORMERS_SPLIT = qwen2_5_omni.Qwen2_5OmniPreTrainedModelForConditionalGeneration.get_chunked_index
 
@@ -51,19 +52,6 @@ def test_bounds_equal_transformers_loop(case):
 def test_outside_the_closed_form_it_defers_to_transformers(case):
     values, chunk, remove = case
     assert chunk_bounds(values, chunk, remove) is None
-
-
-class ScalarReads(TorchDispatchMode):
-    """Counts the reads of one tensor element on the host (.item(), bool(), int())."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
-            self.reads += 1
-        return func(*args, **(kwargs or {}))
 
 
 def test_a_model_gives_the_same_logits_with_a_read_per_token_fewer():
