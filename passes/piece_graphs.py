@@ -219,8 +219,11 @@ class _Recorded:
             raise _NotReplayable("the numbers it returns differ between two calls of one signature")
 
     def replay(self, args: Sequence[Any]) -> Any:
-        for position, copy in self.copies:
-            copy.copy_(args[position])
+        # copies made under torch.inference_mode are inference tensors, writable only inside it (a later call
+        # may come under no_grad alone); a normal copy is as writable there
+        with torch.inference_mode():
+            for position, copy in self.copies:
+                copy.copy_(args[position])
         self.replay_graph()
         return _copy_out(self.outputs)
 
@@ -232,13 +235,16 @@ class _NotReplayable(Exception):
 class PieceGraphs:
     """The recorded graphs of one decoder piece (one layer's weights), by input signature."""
 
-    def __init__(self, decoder: DecoderGraphs, name: str, module_state: frozenset[int] = frozenset()) -> None:
+    def __init__(self, decoder: DecoderGraphs, name: str, module_state: frozenset[int] = frozenset(),
+                 in_place: str | None = None) -> None:
         """module_state: positions of the piece's inputs that hold module state (weights, buffers): read in
         place by a replay, their addresses part of each graph's signature; every other tensor input is
-        copied into the graph's own copy of it before a replay."""
+        copied into the graph's own copy of it before a replay. in_place: the piece graph's first op that may
+        write in place (passes.in_place.first_in_place_op), None when it has none."""
         self.decoder = decoder
         self.name = name
         self.module_state = module_state
+        self.in_place = in_place
         self.graphs: dict[Hashable, _Recorded] = {}
         self.seen: collections.OrderedDict = collections.OrderedDict()
         self.refused: str | None = None
@@ -278,7 +284,14 @@ class PieceGraphs:
 
     def _first_call(self, run, args, key):
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        versions = [t._version for t in tensors]
+        # inference tensors (torch.inference_mode) keep no version counter: a write to one cannot be seen, so
+        # the graph must show that it writes nothing
+        tracked = [t for t in tensors if not t.is_inference()]
+        if len(tracked) < len(tensors) and self.in_place is not None:
+            self._refuse(f"its inputs are inference tensors, whose writes a call cannot show, and its graph may "
+                         f"write in place ({self.in_place})")
+            return _run_as_is(run, args)
+        tensors, versions = tracked, [t._version for t in tracked]
         outputs = _run_as_is(run, args)
         if any(t._version != v for t, v in zip(tensors, versions)):
             self._refuse("it writes to its inputs, which a replay from copies of them would not")

@@ -17,33 +17,45 @@ _finite_weights: dict[int, int] = {}
 _MAX_CHECKED_WEIGHTS = 16
 
 
-def _weight_is_finite(weight: torch.Tensor) -> bool:
-    """True when every weight value is finite. A tensor subclass (a torchao-quantized weight) counts as
-    unknown, False: its values live in its inner tensors, which plain ops cannot check."""
+def _known_finite(weight: torch.Tensor) -> bool | None:
+    """True when the weight was checked finite and is unchanged since; None when it must be checked now; False
+    when it cannot be: a tensor subclass (a torchao-quantized weight) keeps its values in inner tensors, which
+    plain ops cannot check. An inference tensor (a model made or moved under torch.inference_mode) keeps no
+    version counter, so an in-place change would not show: it is checked on every call."""
     if type(weight) not in (torch.Tensor, torch.nn.Parameter):
         return False
-    pointer, version = weight.data_ptr(), weight._version
-    if _finite_weights.get(pointer) != version:
-        if not bool(torch.isfinite(weight).all()):
-            return False
-        if len(_finite_weights) >= _MAX_CHECKED_WEIGHTS:
-            _finite_weights.clear()
-        _finite_weights[pointer] = version
-    return True
+    if weight.is_inference():
+        return None
+    return True if _finite_weights.get(weight.data_ptr()) == weight._version else None
+
+
+def _remember_finite(weight: torch.Tensor) -> None:
+    if weight.is_inference():
+        return
+    if len(_finite_weights) >= _MAX_CHECKED_WEIGHTS:
+        _finite_weights.clear()
+    _finite_weights[weight.data_ptr()] = weight._version
 
 
 def seats_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Returns F.linear(hidden, weight), computing only rows of `hidden` that are not all zero.
 
-    One host read (how many rows are kept, which sizes the GEMM) per call with more than one row per
-    sample; none with one row per sample (generate()'s prefill asks for the last position only), where
-    there is nothing to skip. It comes after the whole decoder is queued, so on CUDA it stalls the launch
+    One host read (how many rows are kept, which sizes the GEMM, and whether the weight is finite where
+    that is not known yet) per call with more than one row per sample; none with one row per sample
+    (generate()'s prefill asks for the last position only), where there is nothing to skip. It comes after the whole decoder is queued, so on CUDA it stalls the launch
     of the lm_head only, not the decoder."""
     if hidden.dim() < 2 or hidden.shape[-2] == 1:
         return F.linear(hidden, weight)
     nonzero = (hidden != 0).any(dim=-1).flatten()
-    kept = int(nonzero.sum())
-    if kept == nonzero.numel() or not _weight_is_finite(weight):
+    finite = _known_finite(weight)
+    if finite is None:  # how many rows are kept and whether the weight is finite: one read for both
+        both = torch.stack([nonzero.sum(), torch.isfinite(weight).all().long()])
+        kept, finite = (int(value) for value in both.tolist())
+        if finite:
+            _remember_finite(weight)
+    else:
+        kept = int(nonzero.sum())
+    if kept == nonzero.numel() or not finite:
         return F.linear(hidden, weight)
     # the kept rows in row order (a stable sort puts them first), gathered and scattered back by index:
     # the same rows and order as boolean-mask indexing, without its two further reads

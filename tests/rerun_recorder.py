@@ -27,12 +27,15 @@ class RerunRecorder:
 
         def replay():
             self.replays += 1
-            for other in self.pool:
-                if other is not mine:
-                    for tensor in other:
-                        tensor.fill_(float("nan") if tensor.is_floating_point() else -1)
-            for kept, fresh in zip(mine, piece_graphs._tensors(run(*inputs))):
-                kept.copy_(fresh)
+            fresh = piece_graphs._tensors(run(*inputs))
+            # a graph's kernels write its pool whatever the tensors' inference flags; ops here need the mode
+            with torch.inference_mode():
+                for other in self.pool:
+                    if other is not mine:
+                        for tensor in other:
+                            tensor.fill_(float("nan") if tensor.is_floating_point() else -1)
+                for kept, new in zip(mine, fresh):
+                    kept.copy_(new)
 
         return replay, outputs
 

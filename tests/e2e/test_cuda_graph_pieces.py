@@ -65,3 +65,23 @@ def test_generate_over_a_replayed_prefill_matches_the_reference(tiny_thinker, mo
         assert generated.tolist() == reference.tokens.tolist()
     calls = sum(per_call[0].values())
     assert per_call[2] == {"replayed": calls}, per_call
+
+
+def test_a_model_made_and_run_under_inference_mode_replays_graphs_and_matches_the_reference(tiny_thinker,
+                                                                                           monkeypatch):
+    """torch.inference_mode, the usual way to serve: its tensors keep no version counter, so neither the pieces'
+    check for writes to their inputs nor the lm_head's cached check of its weight can read one. A thinker made
+    under it (weights are inference tensors) and run under it records, replays and matches the reference."""
+    register_rerun_recorder(monkeypatch)
+    with torch.inference_mode():
+        model = towers_run_eagerly(fresh_copy(tiny_thinker))
+    assert model.lm_head.weight.is_inference()
+    inputs = synthetic_clip_inputs(model.config, ClipSpec(video_seconds=4, audio_seconds=3.5, seed=4))
+    per_call = []
+    with torch.inference_mode():
+        for _ in range(3):  # run, record, replay
+            before = COUNTS.copy()
+            assert_matches_reference(model, inputs, OPTIONS)
+            per_call.append(_counts_since(before))
+    pieces = sum(per_call[0].values())
+    assert per_call[0] == {"ran": pieces} and per_call[2] == {"replayed": pieces}, per_call

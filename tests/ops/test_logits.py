@@ -74,3 +74,36 @@ def test_skipping_zero_rows_reads_the_device_once_and_one_row_not_at_all():
     with HostReadCounter(where=True) as counts:
         seats_logits(hidden[:, -1:], weight)
     assert counts.reads == 0, counts.read_sites
+
+
+def test_a_weight_made_under_inference_mode_is_checked_on_every_call():
+    """A model made or moved under torch.inference_mode holds inference tensors, which keep no version counter
+    (reading it raises): their finiteness cannot be cached, so every call checks it, in the same host read as
+    the kept-row count, and a weight written in place since the last call is seen."""
+    from seats_fx.host_reads import HostReadCounter
+
+    hidden = torch.zeros(1, 6, 8)
+    hidden[0, 2] = 1.0
+    with torch.inference_mode():
+        weight = torch.ones(5, 8)
+    for _ in range(2):
+        with HostReadCounter(where=True) as counts:
+            got = seats_logits(hidden, weight)
+        assert counts.reads == 1, counts.read_sites
+        torch.testing.assert_close(got, F.linear(hidden, weight), rtol=0, atol=0)
+    with torch.inference_mode():
+        weight[2, 3] = float("inf")  # no version bump: only a check on this call can see it
+    got = seats_logits(hidden, weight)
+    assert bool(got[0, 0].isnan().any())  # the full linear: 0 * inf in the zero rows, as without seats
+    torch.testing.assert_close(got, F.linear(hidden, weight), equal_nan=True)
+
+
+def test_a_fresh_weight_is_checked_in_the_same_read_as_the_kept_rows():
+    from seats_fx.host_reads import HostReadCounter
+
+    hidden = torch.randn(2, 9, 16)
+    hidden[:, 2:7] = 0.0
+    weight = torch.randn(32, 16)
+    with HostReadCounter(where=True) as counts:
+        seats_logits(hidden, weight)
+    assert counts.reads == 1, counts.read_sites

@@ -143,6 +143,45 @@ def test_a_piece_that_writes_to_its_inputs_is_never_recorded(recorders, caplog):
     assert [r for r in caplog.records if "without CUDA graphs" in r.getMessage()]
 
 
+def test_under_inference_mode_a_piece_whose_graph_writes_nothing_records_and_replays(recorders):
+    """torch.inference_mode's tensors keep no version counter (reading one raises): a piece whose graph has no
+    in-place op records from them, and its graphs replay in inference mode and under no_grad alike."""
+    weight = torch.randn(8, 8)
+    piece = PieceGraphs(DecoderGraphs(), "layer", frozenset({1}), in_place=None)
+    with torch.inference_mode():
+        xs = [torch.randn(5, 8) for _ in range(4)]
+        outputs, counts = _calls(piece, _layer, [(x, weight) for x in xs])
+    assert counts == {"ran": 1, "recorded": 1, "replayed": 2}
+    with torch.no_grad():  # the graph's input copies are inference tensors, written inside inference mode
+        later = torch.randn(5, 8)
+        [(got,)], counts = _calls(piece, _layer, [(later, weight)])
+    assert counts == {"replayed": 1}
+    torch.testing.assert_close(got, _layer(later, weight)[0], rtol=0, atol=0)
+    for x, (out,) in zip(xs, outputs):
+        torch.testing.assert_close(out, _layer(x, weight)[0], rtol=0, atol=0)
+    assert recorders[0].replays == 3
+
+
+def test_under_inference_mode_a_piece_whose_graph_may_write_is_refused(recorders):
+    """A write to an inference tensor cannot be seen after the call, so a graph with an in-place op is never
+    recorded from such inputs; the piece runs as it is, its writes reach the caller."""
+    def writes(x, w):
+        x.add_(1)
+        return (x @ w,)
+
+    piece = PieceGraphs(DecoderGraphs(), "writes", frozenset({1}), in_place="add_ at node add_")
+    weight = torch.randn(4, 4)
+    with torch.inference_mode():
+        for _ in range(3):
+            x = torch.randn(2, 4)
+            written = x + 1
+            (got,) = piece(writes, (x, weight))
+            torch.testing.assert_close(got, written @ weight, rtol=0, atol=0)
+            torch.testing.assert_close(x, written, rtol=0, atol=0)
+    assert piece.refused and "inference tensors" in piece.refused and "add_" in piece.refused
+    assert not piece.graphs and recorders[0].replays == 0
+
+
 def test_a_failed_recording_warns_and_the_piece_runs_as_it_is(recorders, caplog):
     def fails(run, inputs):
         raise RuntimeError("operation not permitted when stream is capturing")
