@@ -119,15 +119,17 @@ def _input_recorders(gm: GraphModule, facts: ModelFacts | None, frame=None) -> l
     return recorders
 
 
-def _tap_graph(gm: GraphModule, facts: ModelFacts | None, frame) -> tuple[GraphModule, list[Callable], int | None]:
+def _tap_graph(gm: GraphModule, facts: ModelFacts | None, frame, encoder_taps: list[tuple[str, tuple]]
+               ) -> tuple[GraphModule, list[Callable], int | None]:
     """Returns the graph to compile (with extra outputs where a tap needs intermediate values), its
-    recorders, and the original output count (None when no output was added)."""
+    recorders, and the original output count (None when no output was added). encoder_taps: what
+    locate_encoder_taps found in gm."""
     recorders = _input_recorders(gm, facts, frame)
     positions = locate_rotary_positions(gm, frame)
     if positions is not None:
         recorders.append(lambda args, extras: record_positions(args[positions]))
     exposed: list[Node] = []
-    for kind, where in locate_encoder_taps(gm, frame):
+    for kind, where in encoder_taps:
         if kind == "audio_lengths":
             recorders.append(lambda args, extras, i=where[0]: record_audio_lengths(args[i]))
         elif kind == "window_index":
@@ -153,10 +155,10 @@ def _tap_graph(gm: GraphModule, facts: ModelFacts | None, frame) -> tuple[GraphM
     return gm, recorders, outputs
 
 
-def _attends_per_segment(gm: GraphModule, frame) -> bool:
+def _attends_per_segment(encoder_taps: list[tuple[str, tuple]]) -> bool:
     """True for the graph of an encoder tower's attention module that calls attention more than once (once
-    per cu_seqlens segment)."""
-    return any(kind.endswith("_chunks") and len(where[0]) > 1 for kind, where in locate_encoder_taps(gm, frame))
+    per cu_seqlens segment), from what locate_encoder_taps found in it."""
+    return any(kind.endswith("_chunks") and len(where[0]) > 1 for kind, where in encoder_taps)
 
 
 class _DecoderRunner:
@@ -490,12 +492,13 @@ class SeatsBackend:
     def _other_graph(self, gm: GraphModule, example_inputs: list, facts: ModelFacts | None, frame) -> Callable:
         """A graph of the thinker other than its decoder's: compiled unchanged, with taps where it sees what
         the decoder's selection needs, and the lm_head over kept rows where it holds the lm_head."""
-        tapped, recorders, outputs = _tap_graph(gm, facts, frame)
+        encoder_taps = locate_encoder_taps(gm, frame)
+        tapped, recorders, outputs = _tap_graph(gm, facts, frame, encoder_taps)
         weight = facts.output_weight if facts is not None else (lambda: None)
         with_logits = self.manager.logits_graph(_copy_graph_module(tapped), weight)
         if with_logits is not None:
             compiled = _LmHeadGraph(with_logits.forward, self.report)
-        elif _attends_per_segment(gm, frame):
+        elif _attends_per_segment(encoder_taps):
             # transformers' sdpa path of a tower: one attention call per window / chunk, whose q/k/v slices
             # Inductor copies before each call (an H200, 7B-shaped towers on a 60 s clip: 35,508 launches and
             # towers 2x slower than eager). The calls become one encoder_attention; the graph runs as captured

@@ -153,12 +153,12 @@ def test_per_segment_encoder_attention_runs_as_captured_and_the_other_graphs_are
     per_segment, lowered = [], []
     check = backend._attends_per_segment
 
-    def spy(gm, frame):
-        per_segment.append(check(gm, frame))
+    def spy(encoder_taps):
+        per_segment.append(check(encoder_taps))
         return per_segment[-1]
 
     def recording_inductor(gm, example_inputs):  # what the backend hands Inductor, run as captured here
-        lowered.append(check(gm, dynamo_meta.frame_module()))
+        lowered.append(check(backend.locate_encoder_taps(gm, dynamo_meta.frame_module())))
         return gm.forward
 
     monkeypatch.setattr(backend, "_attends_per_segment", spy)
