@@ -61,6 +61,8 @@ def seats_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     # the same rows and order as boolean-mask indexing, without its two further reads
     rows = torch.sort(nonzero, descending=True, stable=True).indices[:kept]
     flat = hidden.reshape(-1, hidden.shape[-1])
-    out = hidden.new_zeros(flat.shape[0], weight.shape[0])
-    out.index_copy_(0, rows, F.linear(flat.index_select(0, rows), weight))
+    logits = F.linear(flat.index_select(0, rows), weight)
+    # the linear's dtype, not hidden's: under torch.autocast it computes in the autocast dtype
+    out = logits.new_zeros(flat.shape[0], weight.shape[0])
+    out.index_copy_(0, rows, logits)
     return out.view(*hidden.shape[:-1], weight.shape[0])

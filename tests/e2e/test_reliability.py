@@ -168,6 +168,24 @@ def test_no_grad_and_inference_mode_prune_alike(thinker_eager_towers, mode):
     torch.testing.assert_close(logits[:, reference.kept_positions[0]], reference.logits, atol=1e-4, rtol=0)
 
 
+def test_under_autocast_a_float32_model_is_pruned_like_the_reference_under_it(thinker_eager_towers):
+    """torch.autocast (bf16 over fp32 weights, a common way to serve): kept positions equal the eager
+    reference's under the same autocast, logits too; before, the lm_head over kept rows raised (its fp32
+    buffer against autocast's bf16 linear)."""
+    inputs = synthetic_clip_inputs(thinker_eager_towers.config, ClipSpec(video_seconds=4, seed=7))
+    options = dict(OPTIONS, retention=0.2)
+    compiled = torch.compile(thinker_eager_towers, backend=SeatsBackend(options), dynamic=True)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = compiled(**inputs).logits
+        reference = seats_forward(thinker_eager_towers, inputs, options)
+    stats = last_stats()
+    assert stats.pruned, stats.skipped
+    for got, expected in zip(stats.stage_positions, reference.stages, strict=True):
+        assert torch.equal(got, expected.kept_positions), expected.stage
+    assert logits.dtype == reference.logits.dtype == torch.bfloat16
+    torch.testing.assert_close(logits[:, reference.kept_positions[0]], reference.logits, atol=2e-2, rtol=0)
+
+
 def test_training_is_never_pruned_and_gradients_are_the_models(thinker_eager_towers, caplog):
     model = fresh_copy(thinker_eager_towers).train()
     plain = fresh_copy(thinker_eager_towers).train()

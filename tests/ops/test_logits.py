@@ -107,3 +107,15 @@ def test_a_fresh_weight_is_checked_in_the_same_read_as_the_kept_rows():
     with HostReadCounter(where=True) as counts:
         seats_logits(hidden, weight)
     assert counts.reads == 1, counts.read_sites
+
+
+def test_under_autocast_the_logits_have_the_linears_dtype():
+    """torch.autocast computes F.linear in its dtype; the rows left zero must not force hidden's dtype on it
+    (the scatter into a float32 buffer raised)."""
+    hidden = torch.randn(1, 7, 16)
+    hidden[0, 1:5] = 0.0
+    weight = torch.randn(32, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, expected = seats_logits(hidden, weight), F.linear(hidden, weight)
+    assert got.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
