@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from seats_fx.beam_copies import weights_for_copies
 from seats_fx.config import SeatsConfig
 from seats_fx.decode_step import decode_mask_shared_by_all_layers
 from seats_fx.encoder_attention import SegmentChunks
@@ -261,8 +262,8 @@ class SeatsCall:
         weight_index = _weight_index(members) if reason is None and self.plan.stage1 else None
         weight_index = self._set_layout(sizes, modality, window, host, weight_index, inputs_embeds.device)
         if weight_index is not None:
-            self._stage1_weights(weight_index, {kind: int(n) for kind, n in
-                                                      zip(_PLACEHOLDER_KINDS, members.sum((1, 2)))},
+            self._stage1_weights(weight_index, {kind: [int(n) for n in per_sample] for kind, per_sample in
+                                                zip(_PLACEHOLDER_KINDS, members.sum(2))},
                                  host.mel_lengths)
         self._received = {}  # the records' tensors are not held past begin
         if reason is not None:
@@ -291,33 +292,44 @@ class SeatsCall:
                     f"width {expected}, inputs_embeds {width})")
         return None
 
-    def _stage1_weights(self, weight_index: torch.Tensor, tokens: dict[str, int], mel_lengths: list[int] | None
-                        ) -> None:
+    def _stage1_weights(self, weight_index: torch.Tensor, per_sample: dict[str, list[int]],
+                        mel_lengths: list[int] | None) -> None:
         """Sets self.token_weights (B, L) from the encoder taps: the attention each media token received in
         the last layer of its encoder. A modality whose encoder attention this forward did not expose (e.g.
         generate() encodes video before the compiled prefill) gets uniform weights (max-min diversity
         without weighting), recorded in last_stats().stage1_signal and reported once.
 
-        weight_index: (B, L) each token's entry in the table of weights (_weight_index); tokens: placeholder
-        tokens of each kind in the batch. The encoders give one weight per token of a kind, in row-major
+        weight_index: (B, L) each token's entry in the table of weights (_weight_index); per_sample: placeholder
+        tokens of each kind in each sample. The encoders give one weight per token of a kind, in row-major
         order, so one gather places them all."""
         taps = self.encoder_taps or EncoderTaps()
+        tokens = {kind: sum(counts) for kind, counts in per_sample.items()}
         values = []
         if tokens["audio"]:
             values.append(self._signal("audio", tokens["audio"], lambda: self._audio_weights(taps, mel_lengths)))
         groups = [kind for kind in _VISION_KINDS if tokens[kind]]
-        runs = [r for r in taps.vision_runs if r.chunks is not None][-len(groups):] if groups else []
+        recorded = [r for r in taps.vision_runs if r.chunks is not None]
+        runs = recorded[-len(groups):] if groups else []
         for index, kind in enumerate(groups):
             run = runs[index] if len(runs) == len(groups) else None
-            values.append(self._signal("video", tokens[kind], lambda: self._vision_weights(run)))
+            # one tower run per kind covered every sample: generate()'s copies of a prompt share its weights
+            copies = per_sample[kind] if len(recorded) == len(groups) else None
+            values.append(self._signal("video", tokens[kind], lambda: self._vision_weights(run), copies))
         # entry 0 is the weight of every other token; a kind's weights follow those of the kinds before it
         table = torch.cat([values[0].new_zeros(1)] + [v.float() for v in values])
         self.token_weights = table[weight_index]
 
-    def _signal(self, modality: str, count: int, tapped: Callable[[], "torch.Tensor | str"]) -> torch.Tensor:
+    def _signal(self, modality: str, count: int, tapped: Callable[[], "torch.Tensor | str"],
+                copies_per_sample: list[int] | None = None) -> torch.Tensor:
         """Returns the stage-1 weights of `count` tokens of a modality from its encoder taps, or uniform
-        ones (and reports why) when the taps do not give exactly one weight per token."""
+        ones (and reports why) when the taps do not give exactly one weight per token. copies_per_sample:
+        the tokens of each sample, where the taps may cover generate()'s copies of each prompt once
+        (beam_copies)."""
         weights = tapped()
+        if isinstance(weights, torch.Tensor) and weights.numel() != count and copies_per_sample is not None:
+            expanded = weights_for_copies(weights, copies_per_sample)
+            if expanded is not None:
+                weights = expanded
         if isinstance(weights, torch.Tensor) and weights.numel() == count:
             self.stats.stage1_signal.setdefault(modality, "encoder attention")
             return weights

@@ -142,6 +142,27 @@ def test_retention_one_generate_is_the_model(tiny_thinker, inductor):
     assert cache_lengths(cache) == cache_lengths(plain_cache)
 
 
+def test_beam_copies_of_a_prompt_get_its_stage1_weights(tiny_thinker):
+    """generate(num_beams=k) encodes the video once and runs the prefill on k copies of the prompt: each copy
+    weighs its tokens by the one recorded tower run (seats_fx.beam_copies), so stage 1 keeps for every copy
+    what a batch-1 generate keeps. Before, the count mismatch (k times fewer weights than tokens) fell back
+    to unweighted selection with a warning that advised seats_fx.compile, already in use."""
+    options = GENERATE_CORNERS[0][0]  # its compiled copy is shared with the cases above
+    model = compiled_copy(tiny_thinker, options)
+    inputs = synthetic_clip_inputs(model.config, ClipSpec(video_seconds=4, seed=5))
+    generate(model, inputs, 2)
+    single = last_stats()
+    with torch.no_grad():
+        model.generate(**inputs, max_new_tokens=2, num_beams=3, do_sample=False)
+    beams = last_stats()
+    assert beams.pruned and beams.stage1_signal == single.stage1_signal == {"audio": "encoder attention",
+                                                                            "video": "encoder attention"}
+    stage1 = beams.stage_positions[0]
+    assert stage1.shape[0] == 3
+    for copy in stage1:
+        assert torch.equal(copy, single.stage_positions[0][0])
+
+
 def test_bare_compile_names_seats_fx_compile_when_generate_encodes_video_eagerly(tiny_thinker, caplog):
     model = fresh_copy(tiny_thinker)
     model.compile(backend="seats", options=dict(GRAPH_OPTIONS[0], inductor=False))
