@@ -178,11 +178,14 @@ def locate_rotary_positions(gm: GraphModule, frame: torch.nn.Module | None) -> i
     found = []
     for index, node in enumerate(meta.placeholders(gm)):
         example = meta.example(node)
-        if not (_is_data_input(node) and isinstance(example, torch.Tensor) and example.dim() == 3
-                and example.shape[0] == 3):
+        if not (_is_data_input(node) and isinstance(example, torch.Tensor) and example.dim() == 3):
             continue
-        if in_frame or any(any(entry.type in rotary_classes for entry in meta.module_stack(user))
-                           for user in node.users):
+        if not (in_frame or any(any(entry.type in rotary_classes for entry in meta.module_stack(user))
+                                for user in node.users)):
+            continue
+        # a size compared under dynamic shapes becomes a guard of the graph: compared only for the rotary
+        # embedding's inputs (an audio tower's chunk count compared to 3 recompiled its graph at 3 chunks)
+        if example.shape[0] == 3:
             found.append(index)
     return found[0] if len(found) == 1 else None
 

@@ -281,6 +281,14 @@ def _chunk_audio_features(tower: nn.Module, args: tuple, kwargs: dict):
     if chunk_and_pad is None or features is None or lengths is None or not hasattr(tower, "n_window"):
         return None  # not the layout this hook knows: the tower chunks as usual
     padded, chunk_lengths = chunk_and_pad(features, lengths, tower.n_window)
+    # the number of chunks follows the audio length: dynamic from the first call (else the second and third
+    # lengths each recompiled the tower's graph). A chunk's frames (n_window * 2) never change: static, so
+    # no other size of the same value is tied to it by duck sizing (a 4 s clip's 200 valid frames were, and
+    # the next length recompiled)
+    padded = padded.contiguous()  # a view's marks would not reach its base, which Dynamo guards by
+    torch._dynamo.maybe_mark_dynamic(padded, 0)
+    torch._dynamo.maybe_mark_dynamic(chunk_lengths, 0)
+    torch._dynamo.mark_static(padded, 2)
     return args, {**kwargs, "padded_feature": padded, "chunk_lengths": chunk_lengths}
 
 
