@@ -74,6 +74,7 @@ def test_a_traced_decoder_layer_writes_nothing():
     Dynamo records it, has no in-place op."""
     from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
+    from seats_fx.models import adapter_for
     from seats_fx.models.configs import tiny_qwen2_5_omni_config
 
     torch.manual_seed(0)
@@ -87,6 +88,6 @@ def test_a_traced_decoder_layer_writes_nothing():
     torch._dynamo.reset()
     ids = torch.randint(0, 100, (1, 12))
     with torch.inference_mode():
-        torch.compile(model.model.language_model, backend=capture)(input_ids=ids)
+        torch.compile(adapter_for(model).language_model, backend=capture)(input_ids=ids)
     torch._dynamo.reset()
     assert graphs and all(first_in_place_op(gm) is None for gm in graphs), [first_in_place_op(g) for g in graphs]
