@@ -15,7 +15,7 @@ from torch.fx.passes.split_module import split_module
 from seats_fx.inductor_patches import known_bug_patches
 from seats_fx.passes import dynamo_meta
 from seats_fx.passes.boundary import GLUE
-from seats_fx.passes.in_place import first_in_place_op
+from seats_fx.passes.in_place import first_input_write
 from seats_fx.passes.piece_graphs import PieceGraphs
 from seats_fx.passes.plan import PassContext
 
@@ -233,7 +233,7 @@ def partition(gm: GraphModule, ctx: PassContext, per_layer: bool | None = None) 
         graphs = None
         if ctx.piece_graphs is not None and index in layer_parts:
             graphs = PieceGraphs(ctx.piece_graphs, name, _module_state_positions(piece_args[name], state),
-                                 first_in_place_op(child))
+                                 first_input_write(child))
         setattr(split, name, InductorPiece(child, program, graphs))
     split.meta["seats_glue_parts"] = sorted(glue_parts)
     return split

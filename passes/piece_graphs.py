@@ -236,15 +236,15 @@ class PieceGraphs:
     """The recorded graphs of one decoder piece (one layer's weights), by input signature."""
 
     def __init__(self, decoder: DecoderGraphs, name: str, module_state: frozenset[int] = frozenset(),
-                 in_place: str | None = None) -> None:
+                 input_write: str | None = None) -> None:
         """module_state: positions of the piece's inputs that hold module state (weights, buffers): read in
         place by a replay, their addresses part of each graph's signature; every other tensor input is
-        copied into the graph's own copy of it before a replay. in_place: the piece graph's first op that may
-        write in place (passes.in_place.first_in_place_op), None when it has none."""
+        copied into the graph's own copy of it before a replay. input_write: the piece graph's first op that may
+        write to one of its inputs in place (passes.in_place.first_input_write), None when none may."""
         self.decoder = decoder
         self.name = name
         self.module_state = module_state
-        self.in_place = in_place
+        self.input_write = input_write
         self.graphs: dict[Hashable, _Recorded] = {}
         self.seen: collections.OrderedDict = collections.OrderedDict()
         self.refused: str | None = None
@@ -285,11 +285,11 @@ class PieceGraphs:
     def _first_call(self, run, args, key):
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
         # inference tensors (torch.inference_mode) keep no version counter: a write to one cannot be seen, so
-        # the graph must show that it writes nothing
+        # the graph must show that it writes no input
         tracked = [t for t in tensors if not t.is_inference()]
-        if len(tracked) < len(tensors) and self.in_place is not None:
+        if len(tracked) < len(tensors) and self.input_write is not None:
             self._refuse(f"its inputs are inference tensors, whose writes a call cannot show, and its graph may "
-                         f"write in place ({self.in_place})")
+                         f"write to an input in place ({self.input_write})")
             return _run_as_is(run, args)
         tensors, versions = tracked, [t._version for t in tracked]
         outputs = _run_as_is(run, args)

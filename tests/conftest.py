@@ -150,7 +150,7 @@ COMPAT_SMOKE = (
     "tests/e2e/test_cuda_graph_pieces.py::test_generate_over_a_replayed_prefill_matches_the_reference",
     # under inference_mode a piece is recorded only if its graph has no in-place op: what transformers' decoder
     # layer records, per release
-    "tests/passes/test_in_place.py::test_a_traced_decoder_layer_writes_nothing",
+    "tests/passes/test_in_place.py::test_traced_decoders_write_no_input",
     "tests/passes/test_locate.py::test_locate_finds_every_layer_and_the_per_token_inputs[False]",
     "tests/passes/test_locate.py::test_locate_finds_modality_taps_and_encoder_attention",
     "tests/e2e/test_backend.py::test_kept_indices_and_logits_match_reference_without_inductor[drops-3-5]",

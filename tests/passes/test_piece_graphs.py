@@ -147,7 +147,7 @@ def test_under_inference_mode_a_piece_whose_graph_writes_nothing_records_and_rep
     """torch.inference_mode's tensors keep no version counter (reading one raises): a piece whose graph has no
     in-place op records from them, and its graphs replay in inference mode and under no_grad alike."""
     weight = torch.randn(8, 8)
-    piece = PieceGraphs(DecoderGraphs(), "layer", frozenset({1}), in_place=None)
+    piece = PieceGraphs(DecoderGraphs(), "layer", frozenset({1}), input_write=None)
     with torch.inference_mode():
         xs = [torch.randn(5, 8) for _ in range(4)]
         outputs, counts = _calls(piece, _layer, [(x, weight) for x in xs])
@@ -163,13 +163,13 @@ def test_under_inference_mode_a_piece_whose_graph_writes_nothing_records_and_rep
 
 
 def test_under_inference_mode_a_piece_whose_graph_may_write_is_refused(recorders):
-    """A write to an inference tensor cannot be seen after the call, so a graph with an in-place op is never
-    recorded from such inputs; the piece runs as it is, its writes reach the caller."""
+    """A write to an inference tensor cannot be seen after the call, so a graph that may write an input is
+    never recorded from such inputs; the piece runs as it is, its writes reach the caller."""
     def writes(x, w):
         x.add_(1)
         return (x @ w,)
 
-    piece = PieceGraphs(DecoderGraphs(), "writes", frozenset({1}), in_place="add_ at node add_")
+    piece = PieceGraphs(DecoderGraphs(), "writes", frozenset({1}), input_write="add_ at node add_")
     weight = torch.randn(4, 4)
     with torch.inference_mode():
         for _ in range(3):
