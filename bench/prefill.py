@@ -7,13 +7,15 @@ The model is a Qwen2.5-Omni thinker whose decoder has the 3B widths (hidden 2048
 2 KV heads) and truncated depth, with small random-weight encoders (the encoders are not pruned, and
 their real sizes would dominate a CPU run). The clip is 16 s of 448x252 video at 2 fps with its audio.
 Logits are computed for the last position only (logits_to_keep=1), as generate()'s prefill does.
-Usage: python -m bench.prefill [--layers 6] [--seconds 16] [--repeats 3] [--no-sweep]
+Usage: python -m bench.prefill [--layers 6] [--seconds 16] [--repeats 3] [--no-sweep | --sweep-only]
        [--json bench/results/prefill.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import os
 import platform
 import tempfile
@@ -26,6 +28,7 @@ from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 from bench.gpu_check import GlueTimer, launches_and_syncs
 from bench.gpu_check import _encoders as encoder_call
 from bench.measure import first_call_seconds, peak_added_mib, timed_runs, write_json
+import seats_fx
 from bench.methods import METHODS
 from seats_fx import SeatsBackend, last_stats
 from seats_fx.config import SeatsConfig
@@ -59,25 +62,33 @@ def fresh_compile_caches() -> None:
 
 
 def recompile_sweep(model, device: torch.device, options: dict, log=print) -> list[dict]:
-    """Counts compiles over 10 video lengths after the first, for backend="seats" (dynamic=True) and for
-    the unpruned model under Dynamo's own "eager" backend. How many graphs Dynamo traces does not depend
-    on the lowering, so both lower eagerly here (Inductor would add minutes of compiling, not compiles)."""
+    """Counts compiles over 10 video lengths after the first: for backend="seats" (torch.compile, dynamic=True),
+    for seats_fx.compile (on a copy of the model: it switches the towers and rope index in place) and for the
+    unpruned model under Dynamo's own "eager" backend. How many graphs Dynamo traces does not depend on the
+    lowering, so all lower eagerly here (Inductor would add minutes of compiling, not compiles)."""
     from torch._dynamo.utils import counters
 
     log(f"recompiles over {len(SWEEP_SECONDS)} video lengths (dynamic=True) ...")
     rows = []
-    for name in ("seats", "plain (Dynamo eager backend)"):
+    for name in ("seats", "seats_fx.compile", "plain (Dynamo eager backend)"):
         torch._dynamo.reset()
-        backend = SeatsBackend(dict(options, inductor=False)) if name == "seats" else "eager"
-        compiled = torch.compile(model, backend=backend, dynamic=True)
+        if name == "seats":
+            backend = SeatsBackend(dict(options, inductor=False))
+            compiled = torch.compile(model, backend=backend, dynamic=True)
+        elif name == "seats_fx.compile":
+            compiled = seats_fx.compile(copy.deepcopy(model), dict(options, inductor=False))
+            backend = compiled.seats_backend
+        else:
+            backend, compiled = None, torch.compile(model, backend="eager", dynamic=True)
         for seconds in SWEEP_SECONDS:
             graphs_before = counters["stats"]["unique_graphs"]
             inputs = clip_inputs(model, seconds, device, seed=seconds)
             compiled(**inputs, logits_to_keep=1)
             rows.append({"backend": name, "seconds": seconds, "tokens": int(inputs["input_ids"].shape[1]),
-                         "pruned": last_stats().pruned if name == "seats" else False,
-                         "decoder_compiles": backend.decoder_compiles if name == "seats" else None,
+                         "pruned": last_stats().pruned if backend is not None else False,
+                         "decoder_compiles": backend.decoder_compiles if backend is not None else None,
                          "new_dynamo_graphs": counters["stats"]["unique_graphs"] - graphs_before})
+        del compiled
     return rows
 
 
@@ -235,8 +246,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=Path("bench/results/prefill.json"))
     parser.add_argument("--no-sweep", action="store_true", help="skip the recompiles over 10 video lengths")
+    parser.add_argument("--sweep-only", action="store_true",
+                        help="re-run only the recompile sweep and replace it in the existing --json result")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.sweep_only:
+        result = json.loads(args.json.read_text())
+        with torch.inference_mode():
+            model = build(result["layers"], device)
+            result["sweep"] = recompile_sweep(model, device, METHODS["SEATS"](0.1, result["layers"]))
+            result["sweep_torch"] = torch.__version__
+        write_json(args.json, result)
+        return result
     result = run(args.layers, args.seconds, args.repeats, device, with_sweep=not args.no_sweep)
     print_report(result)
     write_json(args.json, result)
