@@ -30,6 +30,7 @@ from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
 import seats_fx
 from bench.accuracy import BENCHMARK_SEED, CHECKPOINT, load_model
+from bench.gpu_check import kept_against
 from bench.needle_task import NeedleSpec, needle_batch
 from seats_fx import last_stats
 from seats_fx.reference import seats_forward
@@ -41,11 +42,12 @@ def _as(inputs: dict, dtype: torch.dtype) -> dict:
             for key, value in inputs.items()}
 
 
-def _differ(got: list[torch.Tensor], expected: list[torch.Tensor]) -> list[int]:
+def _differ(stage_positions: list[torch.Tensor], reference_stages: list) -> list[int]:
     """Per selection, how many positions only one of the two runs kept (a changed pick counts twice)."""
-    if len(got) != len(expected):
-        raise RuntimeError(f"{len(got)} selections against the reference's {len(expected)}")
-    return [len(set(g[g >= 0].tolist()) ^ set(e[e >= 0].tolist())) for g, e in zip(got, expected)]
+    rows = kept_against(stage_positions, reference_stages)
+    if "mismatch" in rows[0]:
+        raise RuntimeError(rows[0]["mismatch"])
+    return [row["differ"] for row in rows]
 
 
 def drift(model: Qwen2_5OmniThinkerForConditionalGeneration, clips: list[dict], answers: torch.Tensor,
@@ -61,9 +63,9 @@ def drift(model: Qwen2_5OmniThinkerForConditionalGeneration, clips: list[dict], 
             ref16 = seats_forward(bf16, _as(inputs, torch.bfloat16), options)
             picks["reference fp32"].append(int(ref32.last_logits[0].argmax()))
             picks["reference bf16"].append(int(ref16.last_logits[0].argmax()))
-            reference_fp32.append([s.kept_positions[0] for s in ref32.stages])
-            reference_bf16.append([s.kept_positions[0] for s in ref16.stages])
-            references.append(_differ(reference_bf16[-1], reference_fp32[-1]))
+            reference_fp32.append(ref32.stages)
+            reference_bf16.append(ref16.stages)
+            references.append(_differ([s.kept_positions for s in ref16.stages], ref32.stages))
         stages = [(s.stage, s.after_layer) for s in ref16.stages]
         seats_fx.compile(bf16, dict(options, inductor=True))
         started = time.perf_counter()
@@ -75,10 +77,9 @@ def drift(model: Qwen2_5OmniThinkerForConditionalGeneration, clips: list[dict], 
             if stats is None or not stats.pruned:
                 raise RuntimeError(f"seats did not prune clip {index}: {None if stats is None else stats.skipped}")
             picks["seats_fx.compile bf16"].append(int(logits[0, -1].argmax()))
-            got = [p[0] for p in stats.stage_positions]
-            kept_bf16.append(_differ(got, reference_bf16[index]))
-            kept_fp32.append(_differ(got, reference_fp32[index]))
-    kept_counts = [len(p) for p in reference_bf16[0]]
+            kept_bf16.append(_differ(stats.stage_positions, reference_bf16[index]))
+            kept_fp32.append(_differ(stats.stage_positions, reference_fp32[index]))
+    kept_counts = [s.kept_positions.numel() for s in reference_bf16[0]]
 
     def summary(rows: list[list[int]]) -> list[dict]:
         return [{"stage": stage, "after_layer": after, "kept": kept,

@@ -84,8 +84,9 @@ def first_input_write(gm: GraphModule) -> str | None:
     modules = [module for module in gm.modules() if isinstance(module, GraphModule)]
     for module in modules:
         for node in module.graph.nodes:
-            if node.op in ("placeholder", "get_attr") and _storage(node) is not None:
-                inputs.add(_storage(node))
+            storage = _storage(node) if node.op in ("placeholder", "get_attr") else None
+            if storage is not None:
+                inputs.add(storage)
     for module in modules:
         for node in module.graph.nodes:
             for value in written_values(node, module):
